@@ -1,0 +1,45 @@
+"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`.
+
+Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
+`phreg push --help` and friends print the options of the subcommand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, function taking argv and returning an exit code, one-line help)
+SUBCOMMANDS = {
+    "push": (
+        "phreg_hf.hub",
+        "push_main",
+        "render the model card of a saved student and upload it to the Hub",
+    ),
+    "eval": ("phreg_hf.evaluation", "eval_main", "measure artifacts of base, denoised teacher and student"),
+    "visualize": ("phreg_hf.visualization", "visualize_main", "write before/after PNGs (norms, PCA)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: phreg {" + ",".join(SUBCOMMANDS) + "} [options]", "", "subcommands:"]
+    lines += [f"  {name:<10} {help_text}" for name, (_, _, help_text) in SUBCOMMANDS.items()]
+    lines += ["", "Run `phreg SUBCOMMAND --help` for the options of one."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"phreg: unknown subcommand {name!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name, _ = SUBCOMMANDS[name]
+    return getattr(importlib.import_module(module_name), function_name)(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
