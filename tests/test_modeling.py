@@ -31,7 +31,7 @@ def assert_same_outputs(expected, actual, exact=True):
         assert (expected_list is None) == (actual_list is None), name
         if expected_list is not None:
             assert len(expected_list) == len(actual_list), name
-            pairs += list(zip(expected_list, actual_list))
+            pairs += list(zip(expected_list, actual_list, strict=True))
     for want, got in pairs:
         if exact:
             assert torch.equal(want, got)
