@@ -1,0 +1,322 @@
+"""Images for PH-Reg distillation: datasets' imagefolder or any HF image dataset, decoded safely, cropped.
+
+Images are decoded in our transform rather than by `datasets` (the image column is cast to
+`Image(decode=False)`), so one corrupt or truncated file is skipped, counted and reported instead of ending an
+epoch with an exception. Every image becomes RGB (grey, 16-bit, RGBA, LA, CMYK and palette images included),
+its short side is resized to the resolution R, a square R x R crop is taken (random while training), and it is
+normalized with the base model's image-processor mean and std.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Natural images that ship inside scikit-image's package folder (no download needed), in a fixed order.
+SAMPLE_IMAGE_FILES = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "camera.png",
+    "coins.png",
+    "moon.png",
+    "page.png",
+    "horse.png",
+    "clock_motion.png",
+    "cell.png",
+    "text.png",
+    "motorcycle_right.png",
+)
+
+# Errors PIL raises for unreadable, truncated or corrupt files. DecompressionBombError (an image so large it
+# may be an attack) is deliberately not among them: it stops the run, since skipping would hide it.
+UNREADABLE_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+
+
+def image_extensions() -> set[str]:
+    """File extensions PIL can open, lower case with the dot (e.g. '.jpg')."""
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def sample_image_paths() -> list[Path]:
+    """Paths of the natural sample images shipped with scikit-image (see `SAMPLE_IMAGE_FILES`)."""
+    try:
+        import skimage
+    except ImportError as error:
+        raise ImportError(
+            "The offline demo and tests use the sample images of scikit-image: pip install scikit-image"
+        ) from error
+    folder = Path(skimage.__file__).parent / "data"
+    paths = [folder / name for name in SAMPLE_IMAGE_FILES if (folder / name).is_file()]
+    if not paths:
+        raise FileNotFoundError(f"No sample images found in {folder}; reinstall scikit-image.")
+    return paths
+
+
+def write_sample_images(folder: str | os.PathLike, num_images: int | None = None) -> list[Path]:
+    """Write the sample images as RGB PNGs into `folder` (usable as `--train_dir`); returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sample_image_paths()[:num_images]:
+        target = folder / f"{path.stem}.png"
+        decode_image(path).save(target)
+        written.append(target)
+    return written
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as RGB; transparent pixels are composited on white, 16-bit grey is rescaled to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(value) -> Image.Image | None:
+    """An RGB PIL image from what a dataset holds, or None when the file cannot be read.
+
+    Accepts `{"bytes": ..., "path": ...}` (datasets' `Image(decode=False)`), a PIL image, bytes or a path.
+    Unreadable, truncated or corrupt files are logged (with their path) and give None.
+    """
+    source = value
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        else:
+            if isinstance(value, dict):
+                source = value.get("path") or "<bytes>"
+                data = value.get("bytes")
+                image = Image.open(io.BytesIO(data)) if data is not None else Image.open(value["path"])
+            elif isinstance(value, (bytes, bytearray)):
+                source = "<bytes>"
+                image = Image.open(io.BytesIO(value))
+            else:
+                image = Image.open(value)
+            image.load()  # decode now, so truncated files fail here
+        return to_rgb(image)
+    except UNREADABLE_IMAGE_ERRORS as error:
+        logger.warning(f"Skipping unreadable image {source}: {type(error).__name__}: {error}")
+        return None
+
+
+def load_image_dataset(
+    train_dir: str | os.PathLike | None = None,
+    dataset_name: str | None = None,
+    dataset_config: str | None = None,
+    image_column: str = "image",
+    split: str = "train",
+    streaming: bool = False,
+    cache_dir: str | None = None,
+):
+    """A `datasets.Dataset` (or `IterableDataset` when streaming) of undecoded images.
+
+    Exactly one source: `train_dir`, a folder of images (flat or in subfolders) read with datasets'
+    `imagefolder` builder, or `dataset_name` (+ `dataset_config`), any HF image dataset (Hub id or local path).
+    """
+    import datasets
+
+    if (train_dir is None) == (dataset_name is None):
+        raise ValueError(
+            "Give exactly one image source: --train_dir FOLDER (a folder of images) or --dataset_name NAME "
+            f"(a Hugging Face image dataset); got train_dir={train_dir!r}, dataset_name={dataset_name!r}."
+        )
+    if train_dir is not None:
+        folder = Path(train_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--train_dir {folder} does not exist or is not a folder.")
+        extensions = image_extensions()
+        if not any(p.suffix.lower() in extensions for p in folder.rglob("*") if p.is_file()):
+            raise ValueError(
+                f"--train_dir {folder} holds no image files; supported extensions include "
+                ".jpg, .jpeg, .png, .webp, .bmp, .tif, .gif."
+            )
+        dataset = datasets.load_dataset(
+            "imagefolder", data_dir=str(folder), split=split, streaming=streaming, cache_dir=cache_dir
+        )
+        image_column = "image"
+    else:
+        dataset = datasets.load_dataset(
+            dataset_name, dataset_config, split=split, streaming=streaming, cache_dir=cache_dir
+        )
+    columns = list(dataset.features) if dataset.features is not None else None
+    if columns is not None and image_column not in columns:
+        raise ValueError(
+            f"The dataset has no column {image_column!r}; its columns are {columns}. Pass --image_column with "
+            "the one that holds the images."
+        )
+    if columns is not None and isinstance(dataset.features[image_column], datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+class ImageTransform:
+    """PIL image -> `(3, R, R)` float tensor: RGB, short side resized to R (bicubic), square crop, normalized.
+
+    Args:
+        resolution: R.
+        image_mean, image_std: per-channel normalization (the base model's image processor's).
+        random_crop: a random square crop (training), else the center crop.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        random_crop: bool = True,
+    ):
+        if not isinstance(resolution, int) or resolution < 1:
+            raise ValueError(f"resolution must be a positive integer, got {resolution!r}.")
+        self.resolution = resolution
+        self.image_mean = tuple(float(m) for m in image_mean)
+        self.image_std = tuple(float(s) for s in image_std)
+        self.random_crop = random_crop
+
+    @classmethod
+    def from_image_processor(cls, processor, resolution: int, random_crop: bool = True) -> ImageTransform:
+        """Mean and std from any HF image processor (ImageNet's, with a warning, if it has none)."""
+        mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+        if mean is None or std is None:
+            logger.warning(f"{type(processor).__name__} has no image_mean/image_std; using ImageNet's.")
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        return cls(resolution, mean, std, random_crop)
+
+    def crop_box(
+        self, width: int, height: int, generator: torch.Generator | None = None, crop_seed: int | None = None
+    ) -> tuple[int, int]:
+        """Top-left corner `(left, top)` of the R x R crop of a resized `width x height` image."""
+        if not self.random_crop:
+            return (width - self.resolution) // 2, (height - self.resolution) // 2
+        if crop_seed is not None:
+            generator = torch.Generator().manual_seed(crop_seed)
+        left = int(torch.randint(0, width - self.resolution + 1, (1,), generator=generator))
+        top = int(torch.randint(0, height - self.resolution + 1, (1,), generator=generator))
+        return left, top
+
+    def __call__(
+        self, image: Image.Image, generator: torch.Generator | None = None, crop_seed: int | None = None
+    ) -> torch.Tensor:
+        """`(3, R, R)` float32. `crop_seed` fixes the crop (e.g. the one a cached teacher target was made on)."""
+        image = to_rgb(image)
+        width, height = image.size
+        scale = self.resolution / min(width, height)
+        size = (max(self.resolution, round(width * scale)), max(self.resolution, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        left, top = self.crop_box(*size, generator=generator, crop_seed=crop_seed)
+        image = image.crop((left, top, left + self.resolution, top + self.resolution))
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean = torch.tensor(self.image_mean).view(3, 1, 1)
+        std = torch.tensor(self.image_std).view(3, 1, 1)
+        return (pixels - mean) / std
+
+
+def default_crop_seed(seed: int, epoch: int, index: int) -> int:
+    """A crop seed that depends only on (seed, epoch, image index): reproducible, and the same after a resume."""
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % (2**63)
+
+
+class _DistillItems:
+    """What the map-style and streaming datasets share: decode one example into a training item."""
+
+    def __init__(
+        self,
+        dataset,
+        transform: ImageTransform,
+        image_column: str = "image",
+        seed: int = 0,
+        crop_seed_fn: Callable[[int], int] | None = None,
+    ):
+        self.dataset = dataset
+        self.transform = transform
+        self.image_column = image_column
+        self.seed = seed
+        self.crop_seed_fn = crop_seed_fn
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random crops each epoch (unless `crop_seed_fn` fixes them, as the teacher cache does)."""
+        self.epoch = epoch
+
+    def item(self, example: dict, index: int) -> dict | None:
+        image = decode_image(example[self.image_column])
+        if image is None:
+            return None
+        crop_seed = (
+            self.crop_seed_fn(index)
+            if self.crop_seed_fn is not None
+            else default_crop_seed(self.seed, self.epoch, index)
+        )
+        return {"pixel_values": self.transform(image, crop_seed=crop_seed), "index": index}
+
+
+class DistillImageDataset(_DistillItems, torch.utils.data.Dataset):
+    """Map-style: item i is `{"pixel_values": (3, R, R), "index": i}`, or None when image i is unreadable."""
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict | None:
+        return self.item(self.dataset[int(index)], int(index))
+
+
+class IterableDistillImageDataset(_DistillItems, torch.utils.data.IterableDataset):
+    """Streaming: yields items as `DistillImageDataset`, with running indices.
+
+    Multi-process training: Accelerate's prepared dataloader reads an iterable dataset on the main process and
+    dispatches batches, so no sharding is needed here. DataLoader workers each take every n-th example.
+    """
+
+    def __iter__(self):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)  # reshuffles a shuffled streaming dataset per epoch
+        worker = torch.utils.data.get_worker_info()
+        for index, example in enumerate(self.dataset):
+            if worker is None or index % worker.num_workers == worker.id:
+                yield self.item(example, index)
+
+
+def collate_skipping_corrupt(batch: list[dict | None]) -> dict:
+    """Stack the readable items: `{"pixel_values": (B, 3, R, R), "index": (B,), "num_skipped": int}`.
+
+    B may be 0 when every image of the batch was unreadable; the trainer skips such a batch.
+    """
+    good = [item for item in batch if item is not None]
+    if good:
+        pixel_values = torch.stack([item["pixel_values"] for item in good])
+    else:
+        pixel_values = torch.zeros(0, 3, 0, 0)
+    return {
+        "pixel_values": pixel_values,
+        "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
+        "num_skipped": len(batch) - len(good),
+    }
