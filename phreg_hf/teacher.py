@@ -1,20 +1,33 @@
 """The denoised teacher of PH-Reg: average a frozen model's dense features over shifted and flipped views.
 
-For each image, K views are drawn (METHOD.md): integer patch offsets (dy, dx) within +-round(shift_frac * n),
-chosen by farthest point sampling among 10*K random draws, view 0 always the identity, the others flipped
-horizontally with probability 1/2. Each view is rendered, run through the frozen model, and every output patch
-token is scattered back to the original patch it shows; the average over the views that saw a position is the
-distillation target. Shifting moves content but not position-locked noise, so the average keeps the content
-and washes the noise out.
+For each image, K views are drawn (METHOD.md, "Teacher"): integer patch offsets (dy, dx) within
++-round(shift_frac * n), chosen by farthest point sampling among 10*K random draws, view 0 always the identity,
+the others flipped horizontally with probability 1/2. Each view is rendered, run through the frozen model, and
+every output patch token is scattered back to the original patch it shows; the average over the views that saw
+a position is the distillation target. Shifting moves content but not position-locked noise, so the average
+keeps the content and washes the noise out.
 
-One mapping serves pixels and tokens alike (`view_source_indices`): view patch (i, j) of a view with offset
-(dy, dx) shows original patch (i - dy, j - dx); a flipped view then mirrors that horizontally, so its patch
-(i, j) shows original patch (i - dy, w - 1 - j - dx), with the pixels inside each patch mirrored too. Patches
-shifted in from outside the image show the fill value (-1 in the index map).
+One mapping serves pixels and tokens alike (`view_source_indices`): a view first shifts the content by
+(dy, dx) patches, so its patch (i, j) shows original patch (i - dy, j - dx); a flipped view then mirrors the
+shifted image horizontally, so its patch (i, j) shows original patch (i - dy, w - 1 - j - dx), with the pixels
+inside each patch mirrored too. This is exactly "shift the image by (dy*p, dx*p) pixels, then flip it".
+Patches shifted in from outside the image show the fill value (-1 in the index map).
+
+Choices where METHOD.md is silent (each also noted where it is made):
+- Views are drawn per image, not once per batch, so a target depends only on its image and its own seed.
+- Farthest point sampling starts from the origin (view 0 is the identity), so the other K-1 offsets are spread
+  away from it and from each other. The reference starts from a random candidate and only then forces view 0
+  to (0, 0), which can leave a near-duplicate of the identity among the views.
+- A non-square h x w grid gets one shift bound per axis: round(shift_frac * h) rows, round(shift_frac * w)
+  columns. `round` is Python's (half to even), as in the reference code.
+- The sign convention of an offset (content moves by +offset) does not matter: offsets are drawn symmetrically.
+- The fill value is given in normalized space and has no default: white (the reference) depends on the
+  processor's mean/std, so callers pass `normalized_fill_value(image_mean, image_std)`.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,10 +44,20 @@ CANDIDATES_PER_VIEW = 10
 
 @dataclass
 class TeacherViews:
-    """The views drawn for a batch: `offsets` `(B, K, 2)` long (dy, dx) in patches, `flips` `(B, K)` bool."""
+    """The views drawn for a batch of B images, K views each.
+
+    Attributes:
+        offsets: `(B, K, 2)` long, the shift (dy, dx) of each view in patches; view patch (i, j) shows original
+            patch (i - dy, j - dx) before any flip.
+        flips: `(B, K)` bool, whether the (shifted) view is mirrored horizontally.
+    """
 
     offsets: torch.Tensor
     flips: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.offsets.shape[0]
 
     @property
     def num_views(self) -> int:
@@ -43,30 +66,45 @@ class TeacherViews:
     def __getitem__(self, index) -> TeacherViews:
         return TeacherViews(self.offsets[index], self.flips[index])
 
+    def to(self, device: torch.device | str) -> TeacherViews:
+        return TeacherViews(self.offsets.to(device), self.flips.to(device))
+
 
 def stack_views(views: Sequence[TeacherViews]) -> TeacherViews:
-    """Concatenate per-image (or per-chunk) views along the batch dimension."""
+    """Concatenate per-image (or per-chunk) views `(B_i, K, ...)` along the batch dimension."""
     return TeacherViews(torch.cat([v.offsets for v in views]), torch.cat([v.flips for v in views]))
 
 
 def max_shifts(grid_size: tuple[int, int], shift_frac: float) -> tuple[int, int]:
-    """Largest offset per axis, `(round(shift_frac * h), round(shift_frac * w))`.
+    """Largest offset per axis in patches, `(round(shift_frac * h), round(shift_frac * w))`.
 
-    METHOD.md states s = round(shift_frac * n) for square grids; a non-square grid gets one bound per axis.
+    METHOD.md states s = round(shift_frac * n) for square grids; a non-square grid gets one bound per axis, so a
+    wide image may shift further sideways than up and down, by the same share of its extent.
     """
-    return round(shift_frac * grid_size[0]), round(shift_frac * grid_size[1])
+    height, width = _check_grid_size(grid_size)
+    return round(shift_frac * height), round(shift_frac * width)
 
 
 def farthest_point_sampling(candidates: torch.Tensor, num_points: int) -> torch.Tensor:
-    """Pick `num_points` of `candidates` `(B, M, 2)` greedily, each the farthest from those already picked.
+    """Pick `num_points` points per row greedily, each the farthest (Euclidean) from those already picked.
 
-    The first pick is the origin (0, 0) (view 0 is the identity), whether or not it is among the candidates.
-    Returns `(B, num_points, 2)` in the dtype of `candidates`.
+    The first pick is the origin (0, 0), whether or not it is among the candidates: view 0 is the identity, and
+    starting from it spreads the other views away from it. Ties go to the earliest candidate. Vectorized over
+    the batch; the loop runs over the picks only.
+
+    Args:
+        candidates: `(B, M, 2)` candidate offsets, M >= 1.
+        num_points: K, including the origin.
+
+    Returns:
+        `(B, K, 2)` in the dtype of `candidates`; row b starts with (0, 0).
     """
+    if candidates.ndim != 3 or candidates.shape[-1] != 2 or candidates.shape[1] < 1:
+        raise ValueError(f"candidates must be (B, M >= 1, 2), got shape {tuple(candidates.shape)}.")
     batch_size = candidates.shape[0]
     points = candidates.float()
     chosen = [torch.zeros(batch_size, 2, dtype=candidates.dtype, device=candidates.device)]
-    min_distance = points.norm(dim=-1)  # distance to the origin
+    min_distance = points.norm(dim=-1)  # (B, M): distance to the nearest pick so far, the origin
     rows = torch.arange(batch_size, device=candidates.device)
     for _ in range(num_points - 1):
         best = min_distance.argmax(dim=1)
@@ -86,18 +124,25 @@ def sample_views(
 ) -> TeacherViews:
     """Draw K views per image: offsets by farthest point sampling, random horizontal flips.
 
+    Per image, 10*K offsets are drawn uniformly from `[-s_y, s_y] x [-s_x, s_x]` (see `max_shifts`), and K are
+    kept by farthest point sampling starting from (0, 0). View 0 is always offset (0, 0) and unflipped; each
+    other view is flipped with probability `flip_prob`. Everything is drawn on the CPU from `generator`, so the
+    same seed gives the same views whatever device the images are on.
+
     Args:
         batch_size: number of images B.
         grid_size: patch grid `(h, w)`.
-        num_views: K, including the identity view 0.
-        shift_frac: offsets lie in `[-round(shift_frac * h), +...] x [-round(shift_frac * w), +...]` patches.
-        generator: CPU generator for reproducible views (same seed, same views).
-        flip_prob: probability that a view other than view 0 is mirrored horizontally.
+        num_views: K, including the identity view 0 (reference: 10).
+        shift_frac: largest offset as a share of the grid side (reference: 0.15).
+        generator: CPU generator for reproducible views (None: torch's global generator).
+        flip_prob: probability that a view other than view 0 is mirrored horizontally (reference: 0.5).
 
     Returns:
-        `TeacherViews` with offsets `(B, K, 2)` and flips `(B, K)`.
+        `TeacherViews` with offsets `(B, K, 2)` long and flips `(B, K)` bool, on the CPU.
     """
     _check_view_settings(num_views, shift_frac, flip_prob)
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 0:
+        raise ValueError(f"batch_size must be an integer >= 0, got {batch_size!r}.")
     shift_y, shift_x = max_shifts(grid_size, shift_frac)
     num_candidates = CANDIDATES_PER_VIEW * num_views
     candidates = torch.stack(
@@ -116,20 +161,23 @@ def sample_views(
 def view_source_indices(views: TeacherViews, grid_size: tuple[int, int]) -> torch.Tensor:
     """For every patch of every view, the flat index of the original patch it shows, or -1 for fill.
 
+    View patch (i, j) shows original patch (i - dy, j' - dx) with j' = w - 1 - j if the view is flipped, else j.
+
     Args:
         views: offsets `(B, K, 2)`, flips `(B, K)`.
         grid_size: patch grid `(h, w)`.
 
     Returns:
-        `(B, K, h*w)` long, row-major over the view's patch grid.
+        `(B, K, h*w)` long on the device of `views`, row-major over the view's patch grid.
     """
-    height, width = grid_size
+    _check_views(views)
+    height, width = _check_grid_size(grid_size)
     device = views.offsets.device
     rows = torch.arange(height, device=device).view(1, 1, height, 1)
     cols = torch.arange(width, device=device).view(1, 1, 1, width)
-    dy = views.offsets[..., 0, None, None]
-    dx = views.offsets[..., 1, None, None]
-    source_cols = torch.where(views.flips[..., None, None], width - 1 - cols, cols) - dx
+    dy = views.offsets[..., 0, None, None].long()
+    dx = views.offsets[..., 1, None, None].long()
+    source_cols = torch.where(views.flips[..., None, None].to(device), width - 1 - cols, cols) - dx
     source_rows = rows - dy
     valid = (source_rows >= 0) & (source_rows < height) & (source_cols >= 0) & (source_cols < width)
     indices = torch.where(valid, source_rows * width + source_cols, -1)
@@ -139,27 +187,36 @@ def view_source_indices(views: TeacherViews, grid_size: tuple[int, int]) -> torc
 def normalized_fill_value(
     image_mean: Sequence[float], image_std: Sequence[float], raw_value: float = 1.0
 ) -> tuple[float, ...]:
-    """The fill of pixels shifted in from outside, in normalized space (reference: white, 1.0, before normalizing)."""
+    """The fill of pixels shifted in from outside, per channel, in normalized space: `(raw - mean) / std`.
+
+    The reference fills with white, `raw_value=1.0` on the [0, 1] scale, before normalizing.
+    """
     return tuple((raw_value - mean) / std for mean, std in zip(image_mean, image_std, strict=True))
 
 
 def render_views(
     pixel_values: torch.Tensor, views: TeacherViews, patch_size: int, fill_value: float | Sequence[float]
 ) -> torch.Tensor:
-    """Render the shifted / flipped views of a batch.
+    """Render the shifted / flipped views of a batch, without a Python loop over images, views or pixels.
+
+    Patchify, gather each view patch from its source patch (`view_source_indices`), put the fill where the
+    index is -1, mirror the pixels inside each patch of a flipped view, unpatchify. The result equals shifting
+    each image by (dy*p, dx*p) pixels (filling what comes in from outside) and then flipping it horizontally.
 
     Args:
         pixel_values: `(B, C, H, W)` normalized images, H and W multiples of `patch_size`.
         views: offsets `(B, K, 2)`, flips `(B, K)`.
         patch_size: p.
-        fill_value: one value or one per channel, in normalized space (see `normalized_fill_value`).
+        fill_value: one value, or one per channel, in normalized space (see `normalized_fill_value`).
 
     Returns:
-        `(B * K, C, H, W)` view images, image-major (all views of image 0 first).
+        `(B * K, C, H, W)` view images, image-major (all K views of image 0 first), dtype of `pixel_values`.
     """
+    grid_h, grid_w = _check_pixel_values(pixel_values, patch_size)
     batch_size, channels, height, width = pixel_values.shape
-    grid_h, grid_w = height // patch_size, width // patch_size
+    _check_views(views, batch_size)
     num_views = views.num_views
+    fill = _fill_tensor(fill_value, channels, pixel_values)  # (C,)
     # (B, N, C, p, p): one entry per patch, row-major.
     patches = pixel_values.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)
     patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(
@@ -171,14 +228,11 @@ def render_views(
         2,
         indices.clamp(min=0)[..., None, None, None].expand(-1, -1, -1, channels, patch_size, patch_size),
     )  # (B, K, N, C, p, p)
-    fill = torch.as_tensor(fill_value, dtype=pixel_values.dtype, device=pixel_values.device).reshape(-1)
-    fill = fill.expand(channels).view(1, 1, 1, channels, 1, 1)
-    gathered = torch.where((indices >= 0)[..., None, None, None], gathered, fill)
+    gathered = torch.where((indices >= 0)[..., None, None, None], gathered, fill.view(1, 1, 1, -1, 1, 1))
     flips = views.flips.to(pixel_values.device)[:, :, None, None, None, None]
     gathered = torch.where(flips, gathered.flip(-1), gathered)  # mirror the pixels inside each patch
     rendered = gathered.reshape(batch_size, num_views, grid_h, grid_w, channels, patch_size, patch_size)
-    rendered = rendered.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch_size * num_views, channels, height, width)
-    return rendered
+    return rendered.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch_size * num_views, channels, height, width)
 
 
 def scatter_average(
@@ -186,33 +240,37 @@ def scatter_average(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scatter every valid view token back to its original patch and average over the views that saw it.
 
+    Pure tensor ops (`scatter_add_`), accumulated in float32 whatever the tokens' dtype (bf16 under autocast).
+
     Args:
         view_tokens: `(B, K, N, C)` tokens of the views.
-        source_indices: `(B, K, N)` original patch of each view token, -1 for fill (ignored).
-        num_positions: original positions (default N).
+        source_indices: `(B, K, N)` original patch of each view token (`view_source_indices`), -1 for fill;
+            fill tokens are ignored, even if they are not finite.
+        num_positions: P, the number of original positions (default N).
 
     Returns:
-        `(averaged (B, P, C) float32, counts (B, P) float32)`; positions no view saw are 0 with count 0.
+        `(averaged, counts)`: `(B, P, C)` float32 and `(B, P)` float32, the number of views that saw each
+        position. A position no view saw (impossible with an identity view 0) is 0 with count 0, not NaN.
     """
+    if view_tokens.ndim != 4 or source_indices.shape != view_tokens.shape[:3]:
+        raise ValueError(
+            f"view_tokens must be (B, K, N, C) and source_indices (B, K, N); got shapes "
+            f"{tuple(view_tokens.shape)} and {tuple(source_indices.shape)}."
+        )
     batch_size, num_views, num_tokens, channels = view_tokens.shape
     num_positions = num_tokens if num_positions is None else num_positions
     tokens = view_tokens.float().reshape(batch_size, num_views * num_tokens, channels)
-    indices = source_indices.to(view_tokens.device).reshape(batch_size, num_views * num_tokens)
-    valid = (indices >= 0).float()
+    indices = source_indices.to(view_tokens.device).long().reshape(batch_size, num_views * num_tokens)
+    if indices.numel() and indices.max() >= num_positions:
+        raise ValueError(f"source_indices go up to {indices.max().item()}, beyond {num_positions} positions.")
+    valid = indices >= 0
     safe_indices = indices.clamp(min=0)
+    # where, not multiply: a masked-out fill token must not turn the sum into NaN (0 * inf).
+    tokens = torch.where(valid[..., None], tokens, 0.0)
     sums = tokens.new_zeros(batch_size, num_positions, channels)
-    sums.scatter_add_(1, safe_indices[..., None].expand(-1, -1, channels), tokens * valid[..., None])
-    counts = tokens.new_zeros(batch_size, num_positions).scatter_add_(1, safe_indices, valid)
+    sums.scatter_add_(1, safe_indices[..., None].expand(-1, -1, channels), tokens)
+    counts = tokens.new_zeros(batch_size, num_positions).scatter_add_(1, safe_indices, valid.float())
     return sums / counts.clamp(min=1)[..., None], counts
-
-
-def _check_view_settings(num_views: int, shift_frac: float, flip_prob: float) -> None:
-    if not isinstance(num_views, int) or num_views < 1:
-        raise ValueError(f"num_views must be an integer >= 1 (reference: 10), got {num_views!r}.")
-    if not 0 <= shift_frac < 1:
-        raise ValueError(f"shift_frac must be in [0, 1) (reference: 0.15), got {shift_frac!r}.")
-    if not 0 <= flip_prob <= 1:
-        raise ValueError(f"flip_prob must be in [0, 1] (reference: 0.5), got {flip_prob!r}.")
 
 
 class DenoisingTeacher(nn.Module):
@@ -221,33 +279,46 @@ class DenoisingTeacher(nn.Module):
     Args:
         model: the frozen base model as a PH-Reg model (usually `student_from_base(base, 0)`, which computes
             exactly what the base computes): anything with `get_patch_tokens((B, C, H, W)) -> (B, h*w, C)` and
-            `config.patch_size`. It is put in eval mode and its parameters stop requiring grad.
+            `config.patch_size`. It is put in eval mode and its parameters stop requiring grad (in place).
+        fill_value: value of pixels shifted in from outside, in normalized space, one or one per channel.
+            Required: the reference fills with white, which in normalized space depends on the processor's
+            mean/std, so pass `normalized_fill_value(processor.image_mean, processor.image_std)`.
         num_views: K views per image, view 0 the identity (reference: 10).
         shift_frac: largest offset as a share of the grid side (reference: 0.15).
-        fill_value: value of pixels shifted in from outside, in normalized space, one or one per channel.
-            The reference fills with white: pass `normalized_fill_value(image_mean, image_std)`.
         flip_prob: probability that a view other than view 0 is mirrored (reference: 0.5).
-        max_views_per_forward: cap on view images per forward pass, to bound memory (None: all B*K at once).
+        max_views_per_forward: cap on view images per forward pass of the model, to bound memory (None: all
+            B*K views in one pass). It changes nothing but memory and speed.
     """
 
     def __init__(
         self,
         model: nn.Module,
+        *,
+        fill_value: float | Sequence[float] | torch.Tensor,
         num_views: int = DEFAULT_NUM_VIEWS,
         shift_frac: float = DEFAULT_SHIFT_FRAC,
-        fill_value: float | Sequence[float] = 0.0,
         flip_prob: float = DEFAULT_FLIP_PROB,
         max_views_per_forward: int | None = None,
     ):
         super().__init__()
         _check_view_settings(num_views, shift_frac, flip_prob)
-        if max_views_per_forward is not None and max_views_per_forward < 1:
-            raise ValueError(f"max_views_per_forward must be >= 1 or None, got {max_views_per_forward!r}.")
+        if max_views_per_forward is not None and (
+            not isinstance(max_views_per_forward, numbers.Integral) or max_views_per_forward < 1
+        ):
+            raise ValueError(
+                f"max_views_per_forward must be an integer >= 1 or None (all views at once), "
+                f"got {max_views_per_forward!r}."
+            )
+        if not callable(getattr(model, "get_patch_tokens", None)):
+            raise ValueError(
+                f"{type(model).__name__} has no get_patch_tokens(); wrap the base model first, e.g. "
+                "student_from_base(base_model, 0)."
+            )
         self.model = model.eval().requires_grad_(False)
-        self.num_views = num_views
-        self.shift_frac = shift_frac
-        self.fill_value = tuple(fill_value) if isinstance(fill_value, Sequence) else (float(fill_value),)
-        self.flip_prob = flip_prob
+        self.num_views = int(num_views)
+        self.shift_frac = float(shift_frac)
+        self.fill_value = _fill_tuple(fill_value)
+        self.flip_prob = float(flip_prob)
         self.max_views_per_forward = max_views_per_forward
 
     @property
@@ -259,18 +330,15 @@ class DenoisingTeacher(nn.Module):
         # The teacher is frozen: it stays in eval mode whatever its parent does.
         return super().train(False)
 
+    def extra_repr(self) -> str:
+        return (
+            f"num_views={self.num_views}, shift_frac={self.shift_frac}, flip_prob={self.flip_prob}, "
+            f"fill_value={self.fill_value}, max_views_per_forward={self.max_views_per_forward}"
+        )
+
     def grid_size(self, pixel_values: torch.Tensor) -> tuple[int, int]:
-        """Patch grid `(h, w)` of `(B, C, H, W)` pixel values; ValueError naming valid sizes otherwise."""
-        if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must be (B, C, H, W), got shape {tuple(pixel_values.shape)}.")
-        height, width = pixel_values.shape[-2:]
-        p = self.patch_size
-        if height % p or width % p:
-            raise ValueError(
-                f"Image size {height}x{width} is not a multiple of the patch size {p}; resize or crop to e.g. "
-                f"{max(p, height // p * p)}x{max(p, width // p * p)}."
-            )
-        return height // p, width // p
+        """Patch grid `(h, w)` of `(B, C, H, W)` pixel values; ValueError naming sizes that work otherwise."""
+        return _check_pixel_values(pixel_values, self.patch_size)
 
     def sample_views(
         self,
@@ -298,9 +366,16 @@ class DenoisingTeacher(nn.Module):
         views: TeacherViews | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Denoised targets `(B, h*w, C)` (float32) of `(B, C, H, W)` pixel values.
+        """Denoised targets of a batch.
 
-        `views` fixes the views (e.g. those a cache recorded); otherwise they are drawn with `generator`.
+        Args:
+            pixel_values: `(B, C, H, W)` normalized images, H and W multiples of the patch size.
+            views: offsets `(B, K, 2)`, flips `(B, K)` to use (e.g. those a cache recorded; any K); None draws
+                this teacher's K views with `generator`.
+            generator: CPU generator for the views when `views` is None.
+
+        Returns:
+            `(B, h*w, C)` float32 targets, row-major over the patch grid.
         """
         return self.targets_and_views(pixel_values, views, generator)[0]
 
@@ -311,25 +386,108 @@ class DenoisingTeacher(nn.Module):
         views: TeacherViews | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, TeacherViews]:
-        """Like `forward`, and also returns the views used."""
+        """Like `forward`, and also returns the views used (`(B, K, 2)` offsets, `(B, K)` flips), for a cache."""
         grid_size = self.grid_size(pixel_values)
         batch_size = pixel_values.shape[0]
         if views is None:
             views = self.sample_views(batch_size, grid_size, generator=generator)
-        if views.offsets.shape[:2] != (batch_size, views.num_views):
-            raise ValueError(f"views are for {views.offsets.shape[0]} images, the batch has {batch_size}.")
-        rendered = render_views(pixel_values, views, self.patch_size, self.fill_value)
-        chunk = self.max_views_per_forward or rendered.shape[0]
+        _check_views(views, batch_size)
+        rendered = render_views(pixel_values, views, self.patch_size, self.fill_value)  # (B*K, C, H, W)
+        chunk = self.max_views_per_forward or max(rendered.shape[0], 1)
         tokens = torch.cat([self.model.get_patch_tokens(part) for part in rendered.split(chunk)])
         tokens = tokens.unflatten(0, (batch_size, views.num_views))  # (B, K, N, C)
         targets, _ = scatter_average(tokens, view_source_indices(views, grid_size))
         return targets, views
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_view_settings(num_views: int, shift_frac: float, flip_prob: float) -> None:
+    if isinstance(num_views, bool) or not isinstance(num_views, numbers.Integral) or num_views < 1:
+        raise ValueError(f"num_views must be an integer >= 1 (reference: 10), got {num_views!r}.")
+    if not isinstance(shift_frac, numbers.Real) or not 0 <= shift_frac < 1:
+        raise ValueError(f"shift_frac must be in [0, 1) (reference: 0.15), got {shift_frac!r}.")
+    if not isinstance(flip_prob, numbers.Real) or not 0 <= flip_prob <= 1:
+        raise ValueError(f"flip_prob must be in [0, 1] (reference: 0.5), got {flip_prob!r}.")
+
+
+def _check_grid_size(grid_size: tuple[int, int]) -> tuple[int, int]:
+    if (
+        len(grid_size) != 2
+        or not all(isinstance(side, numbers.Integral) for side in grid_size)
+        or min(grid_size) < 1
+    ):
+        raise ValueError(f"grid_size must be (h, w), two integers >= 1, got {grid_size!r}.")
+    return int(grid_size[0]), int(grid_size[1])
+
+
+def _check_pixel_values(pixel_values: torch.Tensor, patch_size: int) -> tuple[int, int]:
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"pixel_values must be (B, C, H, W), got shape {tuple(pixel_values.shape)}; "
+            "add a batch dimension with pixel_values[None] for one image."
+        )
+    height, width = pixel_values.shape[-2:]
+    if height % patch_size or width % patch_size or height < patch_size or width < patch_size:
+        nearest_height = max(patch_size, round(height / patch_size) * patch_size)
+        nearest_width = max(patch_size, round(width / patch_size) * patch_size)
+        raise ValueError(
+            f"Image size {height}x{width} is not a multiple of the patch size {patch_size}; resize or crop to "
+            f"a multiple, e.g. {nearest_height}x{nearest_width}."
+        )
+    return height // patch_size, width // patch_size
+
+
+def _check_views(views: TeacherViews, batch_size: int | None = None) -> None:
+    offsets, flips = views.offsets, views.flips
+    if offsets.ndim != 3 or offsets.shape[-1] != 2 or flips.shape != offsets.shape[:2]:
+        raise ValueError(
+            f"views must have offsets (B, K, 2) and flips (B, K), got {tuple(offsets.shape)} and "
+            f"{tuple(flips.shape)}; use sample_views() (and stack_views() to join per-image views)."
+        )
+    if offsets.shape[1] < 1:
+        raise ValueError("views must hold at least one view per image (K >= 1).")
+    if offsets.is_floating_point() or flips.dtype != torch.bool:
+        raise ValueError(
+            f"views must have integer offsets and bool flips, got {offsets.dtype} and {flips.dtype}."
+        )
+    if batch_size is not None and offsets.shape[0] != batch_size:
+        raise ValueError(
+            f"views are for {offsets.shape[0]} images but the batch has {batch_size}; draw one set of views "
+            "per image (sample_views(batch_size, ...))."
+        )
+
+
+def _fill_tuple(fill_value: float | Sequence[float] | torch.Tensor) -> tuple[float, ...]:
+    values = torch.as_tensor(fill_value, dtype=torch.float64).flatten()
+    if values.numel() == 0 or not torch.isfinite(values).all():
+        raise ValueError(
+            f"fill_value must be one finite number or one per channel, got {fill_value!r}; "
+            "use normalized_fill_value(image_mean, image_std) for the reference's white."
+        )
+    return tuple(values.tolist())
+
+
+def _fill_tensor(
+    fill_value: float | Sequence[float] | torch.Tensor, channels: int, like: torch.Tensor
+) -> torch.Tensor:
+    """`(C,)` fill in the dtype and on the device of `like`."""
+    values = _fill_tuple(fill_value)
+    if len(values) not in (1, channels):
+        raise ValueError(
+            f"fill_value has {len(values)} values but the images have {channels} channels; give one value or "
+            f"one per channel."
+        )
+    return torch.tensor(values, dtype=like.dtype, device=like.device).expand(channels)
+
+
 __all__ = [
     "DenoisingTeacher",
     "TeacherViews",
     "farthest_point_sampling",
+    "max_shifts",
     "normalized_fill_value",
     "render_views",
     "sample_views",
