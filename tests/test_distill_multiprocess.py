@@ -1,0 +1,127 @@
+"""Two CPU processes (`torchrun --nproc_per_node 2 examples/distill.py`): trains, syncs gradients, saves once.
+
+The launched script is `examples/distill.py` itself, wrapped (test-only) so that each rank also dumps its
+final student weights, and rank 1 gets NaN teacher targets once: both ranks must then skip that step
+together (the skip decision is shared) and still end with identical weights. The training folder holds an
+unreadable file and the batch size is 1, so some micro-batch of some rank is empty: that rank must still
+join the gradient sync.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from phreg_hf.data import write_sample_images
+from PIL import Image
+from safetensors.torch import load_file
+
+from phreg_hf.constants import METRICS_FILE, TRAINING_SETTINGS_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+
+LAUNCHED = textwrap.dedent(
+    """
+    import sys
+    import torch
+    sys.path.insert(0, {examples!r})
+    import distill
+    from phreg_hf import trainer as trainer_module
+
+    dump_dir, argv = sys.argv[1], sys.argv[2:]
+    original_save, original_targets = trainer_module.DistillTrainer.save_outputs, trainer_module.DistillTrainer.compute_targets
+
+    def save_outputs(self):
+        result = original_save(self)
+        state = self.accelerator.unwrap_model(self.student).state_dict()
+        torch.save(state, f"{{dump_dir}}/rank{{self.accelerator.process_index}}.pt")
+        return result
+
+    def compute_targets(self, pixel_values, indices, epoch):
+        targets = original_targets(self, pixel_values, indices, epoch)
+        self.test_calls = getattr(self, "test_calls", 0) + 1
+        if self.accelerator.process_index == 1 and self.test_calls == 2:
+            targets = targets * float("nan")
+        return targets
+
+    trainer_module.DistillTrainer.save_outputs = save_outputs
+    trainer_module.DistillTrainer.compute_targets = compute_targets
+    sys.exit(distill.main(argv))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_sync_and_save_once(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted(write_sample_images(tmp_path / "all"))[:6]:
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((96, 96))
+        image.save(images / f"{Path(path).stem}.png")
+    (images / "broken.png").write_bytes(b"not an image")
+    shutil.rmtree(tmp_path / "all")
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED.format(examples=str(REPO / "examples")))
+    dumps, out = tmp_path / "dumps", tmp_path / "out"
+    dumps.mkdir()
+    # torchrun: `accelerate launch --cpu --num_processes 2` starts a single process unless an MPI hostfile is
+    # configured; torchrun (or `accelerate launch --multi_gpu`) starts two, which the trainer joins into a
+    # gloo process group on a machine without GPUs.
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(script), str(dumps),
+        "--train_dir", str(images), "--output_dir", str(out),
+        "--num_register_tokens", "4", "--num_views", "4", "--per_device_train_batch_size", "1",
+        "--max_steps", "6", "--checkpointing_steps", "3", "--learning_rate", "3e-3",
+        "--final_learning_rate", "3e-4", "--report_to", "none", "--logging_steps", "2",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+
+    # Saved once, by the main process only.
+    assert log.count("Distilled synthetic/planted-artifact-dinov2") == 1, log[-4000:]
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        METRICS_FILE,
+        TRAINING_SETTINGS_FILE,
+    ):
+        assert (out / name).exists(), name
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-3", "checkpoint-6"]
+    assert sorted(p.name for p in (out / "checkpoint-6").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    assert not list(out.glob(".tmp*")) and not list(out.glob("*.tmp"))
+    settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
+    assert settings["num_processes"] == 2 and settings["global_batch_size"] == 2
+    assert (
+        settings["global_steps"] == 6 and settings["skipped_steps"] == 1 and settings["optimizer_steps"] == 5
+    )
+    assert settings["skipped_images"] >= 1  # the unreadable file, met at least once over the run
+
+    # Gradients were synchronized: both ranks end with the same (trained) weights.
+    rank0 = torch.load(dumps / "rank0.pt")
+    rank1 = torch.load(dumps / "rank1.pt")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    saved = load_file(out / "model.safetensors")
+    assert all(torch.equal(saved[name], rank0[name]) for name in saved)

@@ -1,0 +1,455 @@
+"""The distillation trainer: arguments, end to end on planted artifacts, resume, data errors, frozen parts, NaN.
+
+Every run uses a tiny synthetic backbone (random init, artifacts planted by `synthetic.py`) and a handful of
+small natural images from scikit-image, so each training run takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_base
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoModel, HfArgumentParser
+
+from phreg_hf import TRAINABLE_PARTS, student_from_base
+from phreg_hf.constants import METRICS_FILE, TRAINING_SETTINGS_FILE
+from phreg_hf.synthetic import build_planted_artifact_model
+from phreg_hf.trainer import (
+    DistillArguments,
+    DistillTrainer,
+    ExponentialDecaySchedule,
+    build_demo_image_processor,
+    distillation_loss,
+    list_checkpoints,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PLANTED = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=8)
+
+
+def tiny_planted(model_type: str = "dinov2", seed: int = 0):
+    return build_planted_artifact_model(model_type, seed=seed, **TINY_PLANTED)
+
+
+def write_small_sample_images(root: Path) -> tuple[Path, Path]:
+    """(train folder, held-out folder) from scikit-image's sample photos: every other photo trains (as a small
+    96 px thumbnail, fast to decode), the others are held out as 2 x 2 tiles (more images for the position
+    measure, whose floor is about 1 / number of images)."""
+    from phreg_hf.data import write_sample_images
+
+    written = sorted(Path(p) for p in write_sample_images(root / "all"))
+    assert len(written) >= 10, "scikit-image should ship at least 10 sample photos"
+    train, heldout = root / "train", root / "heldout"
+    train.mkdir()
+    heldout.mkdir()
+    for i, path in enumerate(written):
+        image = Image.open(path).convert("RGB")
+        if i % 2 == 0:
+            image.thumbnail((96, 96))
+            image.save(train / f"{path.stem}.png")
+            continue
+        width, height = image.size
+        for row in range(2):
+            for col in range(2):
+                box = (col * width // 2, row * height // 2, (col + 1) * width // 2, (row + 1) * height // 2)
+                tile = image.crop(box)
+                tile.thumbnail((128, 128))
+                tile.save(heldout / f"{path.stem}_{row}{col}.png")
+    return train, heldout
+
+
+@pytest.fixture(scope="session")
+def sample_images(tmp_path_factory) -> tuple[Path, Path]:
+    return write_small_sample_images(tmp_path_factory.mktemp("images"))
+
+
+def make_args(output_dir: Path | None, train_dir: Path | None, **overrides) -> DistillArguments:
+    settings = dict(
+        train_dir=str(train_dir) if train_dir is not None else None,
+        output_dir=str(output_dir) if output_dir is not None else None,
+        num_register_tokens=4,
+        num_views=4,
+        per_device_train_batch_size=4,
+        max_steps=4,
+        learning_rate=3e-3,
+        final_learning_rate=3e-4,
+        checkpointing_steps=0,
+        report_to="none",
+        num_eval_images=8,
+        logging_steps=1,
+    )
+    settings.update(overrides)
+    return DistillArguments(**settings)
+
+
+def run(output_dir: Path, train_dir: Path, base=None, **overrides) -> tuple[DistillTrainer, dict]:
+    trainer = DistillTrainer(make_args(output_dir, train_dir, **overrides), base_model=base or tiny_planted())
+    return trainer, trainer.train()
+
+
+def student_state(trainer: DistillTrainer) -> dict[str, torch.Tensor]:
+    student = trainer.accelerator.unwrap_model(trainer.student)
+    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments
+def test_help_lists_every_option():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "distill.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in dataclasses.fields(DistillArguments):
+        assert f"--{option.name}" in result.stdout, option.name
+        assert option.metadata.get("help"), f"{option.name} has no help string"
+    for flag in ("--no_train_registers", "--no_train_last_block"):
+        assert flag in result.stdout
+    assert "(default: 16)" in result.stdout  # defaults are shown
+
+
+def test_reference_defaults():
+    (args,) = HfArgumentParser(DistillArguments).parse_args_into_dataclasses(
+        ["--teacher", "facebook/dinov2-base", "--train_dir", str(REPO), "--output_dir", "out"]
+    )
+    assert (args.num_register_tokens, args.num_views, args.shift_frac) == (16, 10, 0.15)
+    assert (args.learning_rate, args.final_learning_rate, args.weight_decay) == (1e-4, 5e-6, 1e-2)
+    assert (args.per_device_train_batch_size, args.mse_scale, args.mixed_precision) == (8, 1.0, "auto")
+    assert args.enabled_parts() == list(TRAINABLE_PARTS)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(dataset_name="user/images"), "either --train_dir .* or --dataset_name .*, not both"),
+        (dict(train_dir=None, teacher="facebook/dinov2-base"), "pass --train_dir FOLDER or --dataset_name"),
+        (dict(num_views=0), "--num_views must be >= 1"),
+        (dict(shift_frac=0.6), r"--shift_frac must be in \[0, 0.5\)"),
+        (dict(train_dir=None, dataset_name="user/images", streaming=True, max_steps=-1), "pass --max_steps"),
+        (dict(final_learning_rate=1e-2), "final rate <= the initial one"),
+        (
+            dict(
+                train_registers=False,
+                train_position_embeddings=False,
+                train_patch_embeddings=False,
+                train_last_block=False,
+            ),
+            "nothing would train",
+        ),
+        (
+            dict(
+                num_register_tokens=0,
+                train_position_embeddings=False,
+                train_patch_embeddings=False,
+                train_last_block=False,
+            ),
+            "nothing would train",
+        ),
+        (dict(per_device_train_batch_size=0), "per_device_train_batch_size must be >= 1"),
+        (dict(output_dir=None, teacher="facebook/dinov2-base"), "Pass --output_dir"),
+    ],
+)
+def test_invalid_arguments_name_the_fix(tmp_path, sample_images, overrides, message):
+    train_dir = overrides.pop("train_dir", sample_images[0])
+    output_dir = overrides.pop("output_dir", tmp_path)
+    with pytest.raises(ValueError, match=message):
+        make_args(output_dir, train_dir, **overrides)
+
+
+def test_missing_train_dir_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        make_args(tmp_path, tmp_path / "nowhere")
+
+
+def test_resolution_not_a_multiple_of_the_patch_size_names_valid_sizes(tmp_path, sample_images):
+    with pytest.raises(ValueError, match="multiple of the patch size 8 .* --resolution 56 or 64"):
+        DistillTrainer(make_args(tmp_path, sample_images[0], resolution=60), base_model=tiny_planted())
+
+
+def test_a_used_output_dir_needs_resume_or_overwrite(tmp_path, sample_images):
+    run(tmp_path, sample_images[0], max_steps=1)
+    with pytest.raises(ValueError, match="--resume_from_checkpoint latest .* --overwrite_output_dir"):
+        DistillTrainer(make_args(tmp_path, sample_images[0]), base_model=tiny_planted())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loss and schedule
+def test_loss_is_one_minus_cosine_plus_scaled_mse():
+    targets = torch.randn(2, 9, 16)
+    loss, cosine, mse = distillation_loss(targets.clone(), targets, mse_scale=1.0)
+    torch.testing.assert_close((loss, cosine, mse), (torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0.0)))
+    student = torch.randn(2, 9, 16)
+    loss, cosine, mse = distillation_loss(student, targets, mse_scale=0.5)
+    expected_cosine = torch.nn.functional.cosine_similarity(student, targets, dim=-1).mean()
+    torch.testing.assert_close(loss, 1 - expected_cosine + 0.5 * ((student - targets) ** 2).mean())
+
+
+def test_learning_rate_decays_per_epoch_from_initial_to_final():
+    schedule = ExponentialDecaySchedule(1e-4, 5e-6, total_steps=40, steps_per_epoch=10)
+    assert schedule.per_epoch and schedule.num_epochs == 4
+    factors = [schedule(step) for step in range(40)]
+    assert factors[0] == factors[9] == 1.0  # constant within an epoch, the given rate first
+    assert factors[10] == pytest.approx((5e-6 / 1e-4) ** (1 / 3))
+    assert factors[39] == pytest.approx(5e-6 / 1e-4)  # the last epoch trains at the final rate
+    # One epoch (or an unknown epoch length): the same curve per step, still ending at the final rate.
+    schedule = ExponentialDecaySchedule(1e-4, 5e-6, total_steps=5, steps_per_epoch=100)
+    assert not schedule.per_epoch
+    assert [round(schedule(s), 6) for s in (0, 4)] == [1.0, round(5e-6 / 1e-4, 6)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end
+@pytest.mark.slow
+def test_planted_artifacts_are_distilled_away_on_held_out_images(tmp_path, sample_images):
+    train, heldout = sample_images
+    trainer, result = run(
+        tmp_path / "out",
+        train,
+        num_views=10,
+        max_steps=240,
+        learning_rate=1e-2,
+        final_learning_rate=1e-3,
+        teacher_cache=str(tmp_path / "cache"),
+        eval_images=str(heldout),
+        report_to="tensorboard",
+        logging_steps=20,
+    )
+    rows = result["metrics"]["rows"]
+    base, teacher, student = rows["base"], rows["teacher"], rows["student"]
+    # The raw model shows the planted artifacts; the denoised teacher and the student far less.
+    assert base["position_locked_energy"] > 3 * student["position_locked_energy"], rows
+    assert base["outlier_ratio"] > 3 * max(student["outlier_ratio"], 1e-3), rows
+    assert student["teacher_agreement"] > base["teacher_agreement"], rows
+    assert teacher["position_locked_energy"] < base["position_locked_energy"]
+    assert "held-out" in result["metrics"]["images"]
+
+    out = tmp_path / "out"
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        METRICS_FILE,
+        TRAINING_SETTINGS_FILE,
+    ):
+        assert (out / name).exists(), name
+    assert not list(out.glob(".tmp*")) and not list(out.glob(".*.tmp"))
+    assert list((out / "runs").rglob("events.out.tfevents*")), "tensorboard logs"
+    settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
+    assert settings["global_steps"] == 240 and settings["num_processes"] == 1
+    assert settings["num_views"] == 10 and settings["trainable_parts"] == list(TRAINABLE_PARTS)
+    assert settings["dataset"]["num_images"] == len(list(train.iterdir()))
+    assert settings["skipped_images"] == 0 and settings["skipped_steps"] == 0
+    assert settings["base_model_synthetic"]["artifact_positions"]
+    for key in ("hardware", "train_runtime_s", "versions", "args", "mixed_precision", "epochs"):
+        assert key in settings
+
+    # The saved student reloads (with phreg_hf installed) and computes what the trained one did.
+    reloaded = AutoModel.from_pretrained(out).eval()
+    processor = AutoImageProcessor.from_pretrained(out)
+    assert processor.crop_size["height"] == trainer.resolution
+    pixel_values = processor(images=Image.open(next(heldout.iterdir())), return_tensors="pt")["pixel_values"]
+    student_model = trainer.accelerator.unwrap_model(trainer.student).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded.get_patch_tokens(pixel_values), student_model.get_patch_tokens(pixel_values)
+        )
+
+
+def test_local_teacher_folder(tmp_path, sample_images):
+    """--teacher with a local folder: loads the stock model and its own image processor."""
+    base = make_base("vit")
+    base.save_pretrained(tmp_path / "base")
+    processor = build_demo_image_processor(56)
+    processor.image_mean = [0.5, 0.5, 0.5]
+    processor.save_pretrained(tmp_path / "base")
+    args = make_args(tmp_path / "out", sample_images[0], teacher=str(tmp_path / "base"), max_steps=2)
+    trainer = DistillTrainer(args)
+    assert trainer.resolution == 56 and trainer.image_mean == [0.5, 0.5, 0.5]
+    result = trainer.train()
+    assert result["settings"]["base_model"] == str(tmp_path / "base")
+    assert result["settings"]["model_type"] == "phreg_vit" and result["settings"]["base_model_type"] == "vit"
+    assert "not held out" in result["metrics"]["images"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resume
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("teacher_cache", [False, True])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, sample_images, teacher_cache):
+    settings = dict(
+        max_steps=7,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,  # 4 images a step: several epochs, resumed mid-epoch
+        checkpointing_steps=3,
+        logging_steps=2,
+    )
+    if teacher_cache:
+        settings["teacher_cache"] = str(tmp_path / "cache")
+    uninterrupted, _ = run(tmp_path / "a", sample_images[0], **settings)
+    expected = student_state(uninterrupted)
+
+    crashed = DistillTrainer(
+        make_args(tmp_path / "b", sample_images[0], **settings), base_model=tiny_planted()
+    )
+    original_step = crashed._micro_step
+    calls = []
+
+    def crash_at_step_5(batch):
+        calls.append(1)
+        if crashed.state.global_step == 5:
+            raise Crash()
+        return original_step(batch)
+
+    crashed._micro_step = crash_at_step_5
+    with pytest.raises(Crash):
+        crashed.train()
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["checkpoint-3"]
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+
+    resumed, result = run(tmp_path / "b", sample_images[0], resume_from_checkpoint="latest", **settings)
+    assert result["settings"]["global_steps"] == 7
+    actual = student_state(resumed)
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert any(
+        not torch.equal(expected[k], v) for k, v in student_from_base(tiny_planted(), 4).state_dict().items()
+    )
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, sample_images):
+    """Per-image seeds (crop, views) and a seeded order: 2 x 2 accumulated images = one batch of 4."""
+    big, _ = run(tmp_path / "big", sample_images[0], per_device_train_batch_size=4, max_steps=2)
+    accumulated, _ = run(
+        tmp_path / "acc",
+        sample_images[0],
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps=2,
+    )
+    expected, actual = student_state(big), student_state(accumulated)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data problems
+def test_corrupt_and_unusual_images_are_converted_or_skipped_and_counted(tmp_path, sample_images):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photos = sorted(sample_images[0].iterdir())[:4]
+    rgb = [Image.open(p).convert("RGB") for p in photos]
+    rgb[0].convert("L").save(folder / "grey.png")
+    rgb[1].convert("RGBA").save(folder / "rgba.png")
+    rgb[2].convert("P").save(folder / "palette.png")
+    rgb[3].convert("CMYK").save(folder / "cmyk.jpg")
+    (folder / "not_an_image.png").write_bytes(b"this is not a PNG file")
+    truncated = folder / "truncated.jpg"
+    rgb[0].save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    _, result = run(tmp_path / "out", folder, per_device_train_batch_size=3, max_steps=4)
+    settings = result["settings"]
+    assert settings["global_steps"] == 4 and settings["skipped_steps"] == 0
+    epochs = 2  # 6 files, 3 a step, 4 steps
+    assert settings["skipped_images"] == 2 * epochs
+    assert settings["images_seen"] == 4 * epochs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What trains
+def _changed(before: dict, after: dict) -> set[str]:
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+@pytest.mark.parametrize(
+    "backbone, disabled",
+    [
+        ("dinov2", None),
+        ("vit", None),
+        ("clip_vision_model", None),
+        ("dinov2", "last_block"),
+        ("dinov2", "position_embeddings"),
+    ],
+)
+def test_only_the_chosen_parts_change(tmp_path, sample_images, backbone, disabled):
+    base = tiny_planted(backbone)
+    overrides = {f"train_{disabled}": False} if disabled else {}
+    trainer = DistillTrainer(
+        make_args(tmp_path, sample_images[0], max_steps=2, **overrides),
+        base_model=base,
+    )
+    student = trainer.accelerator.unwrap_model(trainer.student)
+    groups = student.trainable_parameter_groups()
+    names = {id(p): n for n, p in student.named_parameters()}
+    chosen = {names[id(p)] for part in trainer.args.enabled_parts() for p in groups[part]}
+    assert {n for n, p in student.named_parameters() if p.requires_grad} == chosen
+    optimized = {names[id(p)] for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized == chosen
+    assert not any(p.requires_grad for p in trainer.teacher_model.parameters())
+    teacher_before = {k: v.clone() for k, v in trainer.teacher_model.state_dict().items()}
+
+    before = student_state(trainer)
+    trainer.train()
+    after = load_file(tmp_path / "model.safetensors")
+    assert after.keys() == before.keys()
+    changed = _changed(before, after)
+    assert changed == chosen, (
+        f"changed but frozen: {changed - chosen}; trainable but unchanged: {chosen - changed}"
+    )
+    if disabled:
+        assert not changed & {names[id(p)] for p in groups[disabled]}
+    assert not _changed(teacher_before, trainer.teacher_model.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NaN / inf
+def test_a_nan_step_is_skipped_and_counted(tmp_path, sample_images):
+    trainer = DistillTrainer(make_args(tmp_path, sample_images[0], max_steps=4), base_model=tiny_planted())
+    original = trainer.compute_targets
+    calls = []
+
+    def nan_on_second_batch(pixel_values, indices, epoch):
+        calls.append(1)
+        targets = original(pixel_values, indices, epoch)
+        return torch.full_like(targets, float("nan")) if len(calls) == 2 else targets
+
+    trainer.compute_targets = nan_on_second_batch
+    optimizer_steps = []
+    original_step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: optimizer_steps.append(1) or original_step(*a, **k)
+    result = trainer.train()
+    assert result["settings"]["skipped_steps"] == 1 and result["settings"]["global_steps"] == 4
+    assert result["settings"]["optimizer_steps"] == 3 and len(optimizer_steps) == 3
+    assert all(torch.isfinite(v).all() for v in student_state(trainer).values())
+
+
+def test_persistent_nan_stops_with_a_clear_error(tmp_path, sample_images):
+    trainer = DistillTrainer(
+        make_args(tmp_path, sample_images[0], max_steps=20, max_bad_steps=3, checkpointing_steps=1),
+        base_model=tiny_planted(),
+    )
+    original = trainer.compute_targets
+
+    def nan_from_step_2(pixel_values, indices, epoch):
+        targets = original(pixel_values, indices, epoch)
+        return targets * float("nan") if trainer.state.global_step >= 2 else targets
+
+    trainer.compute_targets = nan_from_step_2
+    with pytest.raises(
+        RuntimeError, match="3 consecutive steps had NaN/inf .* --learning_rate.*checkpoint-4"
+    ):
+        trainer.train()
+    assert trainer.state.global_step == 4 and trainer.state.skipped_steps == 3
