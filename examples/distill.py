@@ -32,7 +32,7 @@ DEMO_ARGUMENTS = [
     "phreg-demo",
     "--overwrite_output_dir",
     # The reference 1e-4 -> 5e-6 suits a pretrained model fine-tuned for hours; the tiny synthetic model must
-    # unlearn planted artifacts 30x the size of its position embeddings in about a minute of CPU time.
+    # unlearn planted artifacts 30x the size of its position embeddings in about 30 s of CPU time.
     "--learning_rate",
     "3e-3",
     "--final_learning_rate",

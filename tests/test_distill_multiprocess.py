@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from phreg_hf.data import write_sample_images
 from PIL import Image
 from safetensors.torch import load_file
 
 from phreg_hf.constants import METRICS_FILE, TRAINING_SETTINGS_FILE
+from phreg_hf.data import write_sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 
