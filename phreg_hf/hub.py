@@ -301,6 +301,14 @@ def _hub_license(base_model: str | None, token: str | None) -> dict | None:
     return _license_from_card_data(getattr(info, "card_data", None))
 
 
+def base_model_license(base_model: str | None, token: str | None = None) -> str | None:
+    """The license identifier of a base model: a local folder's README.md metadata, else its Hub card (one
+    best-effort network call; any failure means unknown). None when unknown; the trainer records the result in
+    its settings JSON so that the card (and a later `phreg push`) need not look it up again."""
+    info = _local_license(None, base_model, None) or _hub_license(base_model, token)
+    return info["license"] if info else None
+
+
 def _license_error(folder: Path, repo_id: str, base_model: str | None, looked_up_online: bool) -> ValueError:
     source = f"the base model {base_model!r}" if base_model else "its base model (not recorded)"
     if looked_up_online:
@@ -1151,6 +1159,7 @@ __all__ = [
     "PushResult",
     "UploadFile",
     "UploadPlan",
+    "base_model_license",
     "code_files",
     "model_card_template_path",
     "prepare_upload",

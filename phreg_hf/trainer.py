@@ -320,7 +320,33 @@ class DistillArguments:
     tracker_project_name: str = field(
         default="phreg", metadata={"help": "Project/run name given to the trackers."}
     )
-    # `--push_to_hub`, `--hub_model_id` and `--hub_private` belong here; the Hub issue adds them.
+    # ---- Hub
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "At the end of training, upload the student with its model card to --hub_model_id (one commit, "
+            "main process). A failed upload keeps --output_dir intact and prints the `phreg push` command to retry."
+        },
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Hub repository 'namespace/name' for --push_to_hub."}
+    )
+    hub_private: bool = field(
+        default=False, metadata={"help": "Create the --hub_model_id repository as private."}
+    )
+    hub_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub token for --push_to_hub; default: the saved login (`hf auth login`) or HF_TOKEN."
+        },
+    )
+    hub_license: str | None = field(
+        default=None,
+        metadata={
+            "help": "License identifier of the model card (e.g. apache-2.0). Default: the base model's, read from "
+            "its card; a push with an unknown license stops with a message asking for this option."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -422,6 +448,20 @@ class DistillArguments:
             )
         if self.output_dir is None and not self.is_demo:
             raise ValueError("Pass --output_dir: where the distilled student is saved.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError(
+                "--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to upload to."
+            )
+        if self.hub_model_id is not None:
+            from huggingface_hub.utils import validate_repo_id
+
+            try:
+                validate_repo_id(self.hub_model_id)
+            except ValueError as error:
+                raise ValueError(
+                    f"--hub_model_id {self.hub_model_id!r} is not a valid Hub repository id ({error}); pass "
+                    "'namespace/name', e.g. your-username/dinov2-base-phreg."
+                ) from None
 
 
 class ExponentialDecaySchedule:
@@ -644,6 +684,7 @@ class DistillTrainer:
             datasets.utils.logging.set_verbosity_error()
             transformers.utils.logging.set_verbosity_error()
         set_seed(args.seed)
+        self._check_hub_access()
         self._prepare_output_dir()
         self._load_models(base_model, image_processor)
         self._build_data()
@@ -660,6 +701,19 @@ class DistillTrainer:
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16"
         return "no"
+
+    def _check_hub_access(self) -> None:
+        """With --push_to_hub, fail now rather than after training when there is no token to push with."""
+        if not self.args.push_to_hub:
+            return
+        from huggingface_hub import get_token
+
+        if self.args.hub_token is None and get_token() is None:
+            raise ValueError(
+                "--push_to_hub: no Hugging Face token found. Log in with `hf auth login`, set HF_TOKEN, or pass "
+                "--hub_token (checked before training, so that no run ends unable to upload); or drop --push_to_hub "
+                "and upload the finished run later with `phreg push OUTPUT_DIR REPO_ID`."
+            )
 
     def _prepare_output_dir(self) -> None:
         args, accelerator = self.args, self.accelerator
@@ -1146,6 +1200,18 @@ class DistillTrainer:
         accelerator.wait_for_everyone()
         result = self.save_outputs()
         accelerator.end_training()
+        if args.push_to_hub and accelerator.is_main_process:
+            # After every process is done (no barrier left for the others to time out on during a long upload).
+            # A failed upload is logged with the retry command; the saved run stays as it is.
+            from .hub import push_training_output
+
+            result["hub_commit_url"] = push_training_output(
+                self.output_dir,
+                args.hub_model_id,
+                private=args.hub_private,
+                token=args.hub_token,
+                license=args.hub_license,
+            )
         return result
 
     def _set_epoch(self, epoch: int) -> None:
@@ -1330,6 +1396,19 @@ class DistillTrainer:
             return f"{n} x CPU process ({platform.machine()}, {os.cpu_count()} cores on the machine)"
         return f"{n} x {device.type}"
 
+    def _license(self) -> str | None:
+        """The student's license: --hub_license, else the base model's (its card's metadata), else unknown.
+
+        The synthetic demo model is random weights made by this library, so it carries the library's license.
+        """
+        if self.args.hub_license:
+            return self.args.hub_license
+        if self.is_synthetic:
+            return "apache-2.0"
+        from .hub import base_model_license
+
+        return base_model_license(self.base_model_id, self.args.hub_token)
+
     def training_settings(self) -> dict:
         """The `constants.TRAINING_SETTINGS_FILE` payload (read by the model card and `phreg eval`)."""
         from . import __version__
@@ -1360,6 +1439,7 @@ class DistillTrainer:
         return {
             "base_model": self.base_model_id,
             "base_model_synthetic": self.synthetic_info,
+            "license": self._license(),
             "model_type": student.config.model_type,
             "base_model_type": self.model_type,
             "student_class": type(student).__name__,

@@ -10,14 +10,13 @@ import logging
 import math
 import re
 import shutil
-import types
 from pathlib import Path
 
 import jinja2
 import pytest
 import torch
 from conftest import IMAGE_SIZE, make_base, run_without_phreg
-from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, RepoUrl
+from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -170,53 +169,6 @@ def http_errors():
         response=http_library.Response(403, request=request),
     )
     return http_library.ConnectError("[Errno 101] Network is unreachable"), refused
-
-
-class FakeHub:
-    """Records what would reach the Hub; `fail_commit` / `fail_repo` make that call raise."""
-
-    def __init__(self, monkeypatch, license: str | None = "apache-2.0"):
-        self.calls: list[str] = []
-        self.commits: list[dict] = []
-        self.fail_commit: BaseException | None = None
-        self.fail_repo: BaseException | None = None
-        self.license = license
-        for name in ("create_repo", "create_branch", "create_commit", "model_info"):
-            monkeypatch.setattr(HfApi, name, getattr(self, name))
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append("create_repo")
-        if self.fail_repo is not None:
-            raise self.fail_repo
-        assert kwargs["exist_ok"] is True
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def create_branch(self, repo_id, **kwargs):
-        self.calls.append("create_branch")
-
-    def model_info(self, repo_id, **kwargs):
-        self.calls.append("model_info")
-        return types.SimpleNamespace(card_data=ModelCardData(license=self.license))
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        self.calls.append("create_commit")
-        if self.fail_commit is not None:
-            raise self.fail_commit
-        files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
-        assert len(files) == len(operations), "a path uploaded twice"
-        self.commits.append({"repo_id": repo_id, "files": files, **kwargs})
-        oid = hashlib.sha1(repr(sorted(files)).encode()).hexdigest()
-        return CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
-            commit_message=kwargs["commit_message"],
-            commit_description="",
-            oid=oid,
-        )
-
-
-@pytest.fixture
-def fake_hub(monkeypatch) -> FakeHub:
-    return FakeHub(monkeypatch)
 
 
 def results_table(card_text: str) -> tuple[list[str], dict[str, list[str]]]:

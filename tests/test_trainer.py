@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_base
+from conftest import FakeHub, make_base
+from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel, HfArgumentParser
@@ -453,3 +454,76 @@ def test_persistent_nan_stops_with_a_clear_error(tmp_path, sample_images):
     ):
         trainer.train()
     assert trainer.state.global_step == 4 and trainer.state.skipped_steps == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --push_to_hub (the Hub is replaced by a recorder of its calls, `FakeHub`)
+def test_push_to_hub_needs_a_valid_repo_id_and_a_token_before_training(tmp_path, sample_images, monkeypatch):
+    train = sample_images[0]
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        make_args(tmp_path / "out", train, push_to_hub=True)
+    with pytest.raises(ValueError, match="not a valid Hub repository id"):
+        make_args(tmp_path / "out", train, push_to_hub=True, hub_model_id="alice/bad name")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    args = make_args(tmp_path / "out", train, push_to_hub=True, hub_model_id="alice/tiny-phreg")
+    with pytest.raises(ValueError, match="no Hugging Face token found.*hf auth login"):
+        DistillTrainer(args, base_model=tiny_planted())
+    assert not (tmp_path / "out").exists(), "the token is checked before anything is trained or written"
+
+
+def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_images, monkeypatch):
+    fake_hub = FakeHub(monkeypatch)
+    out = tmp_path / "out"
+    _, result = run(
+        out,
+        sample_images[0],
+        push_to_hub=True,
+        hub_model_id="alice/tiny-phreg",
+        hub_token="hf_test",
+        checkpointing_steps=2,
+    )
+    assert fake_hub.calls == ["create_repo", "create_commit"]
+    assert result["hub_commit_url"].startswith("https://huggingface.co/alice/tiny-phreg/commit/")
+    files = fake_hub.commits[0]["files"]
+    assert set(files) == {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_phreg.py",
+        "modeling_phreg.py",
+        METRICS_FILE,
+        TRAINING_SETTINGS_FILE,
+    }, "the model, its code, processor, card and run JSONs; no checkpoints, logs or cache"
+    for name, content in files.items():
+        assert content == (out / name).read_bytes(), name
+    assert list_checkpoints(out), "checkpoints stay local"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "apache-2.0"  # the synthetic model is made by this library
+    settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
+    assert f"for {settings['global_steps']} optimizer steps" in card.text
+
+
+def test_a_failed_push_keeps_the_run_and_names_the_retry(tmp_path, sample_images, monkeypatch, caplog):
+    fake_hub = FakeHub(monkeypatch)
+    fake_hub.fail_commit = OSError("[Errno 101] Network is unreachable")
+    out = tmp_path / "out"
+    _, result = run(
+        out, sample_images[0], push_to_hub=True, hub_model_id="alice/tiny-phreg", hub_token="hf_x"
+    )
+    assert result["hub_commit_url"] is None
+    assert (
+        "phreg push" in caplog.text
+        and "alice/tiny-phreg" in caplog.text
+        and "Network is unreachable" in caplog.text
+    )
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        METRICS_FILE,
+        TRAINING_SETTINGS_FILE,
+    ):
+        assert (out / name).is_file(), name
+    reloaded = AutoModel.from_pretrained(out)
+    assert reloaded.config.num_register_tokens == 4
