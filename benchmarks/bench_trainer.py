@@ -9,6 +9,7 @@ Rows (all on the same images, batch size, K and model, in one process, one after
     and flip the image and its patch-index grid in Python (as its dataset does), one teacher forward over
     the B*K views, scatter each view back with its own indexing op, then the student step. Teacher
     recomputed every step.
+    Timed like (b) and (c): from batch loading to optimizer step.
 (b) `DistillTrainer`, no cache: batched views and scatter/average as tensor ops (`teacher.py`), teacher
     recomputed every step.
 (c) `DistillTrainer` with a warm `--teacher_cache`: targets read from disk, only the student runs.
@@ -124,36 +125,39 @@ def reference_targets(teacher_model, pixel_values, num_views, shift, patch, fill
     return (summed / counts.clamp(min=1)[..., None]).flatten(1, 2)
 
 
+def _endless(dataloader):
+    while True:
+        yield from dataloader
+
+
 def bench_reference(trainer: DistillTrainer, steps: int, args) -> float:
+    """images/s of the reference-style loop, data loading included (as in the trainer's own runtime)."""
     student = trainer.accelerator.unwrap_model(trainer.student)
     fill = torch.as_tensor(trainer.fill_value, dtype=torch.float32).flatten()
     shift = round(0.15 * trainer.grid_size[0])
     generator = torch.Generator().manual_seed(0)
-    images, elapsed, done = 0, 0.0, 0
-    while done < steps + 1:
-        for batch in trainer.train_dataloader:
+    batches = _endless(trainer.train_dataloader)
+    images = 0
+    for step in range(steps + 1):
+        if step == 1:  # the first step warms up
             start = time.perf_counter()
-            pixel_values = batch["pixel_values"]
-            targets = reference_targets(
-                trainer.teacher_model,
-                pixel_values,
-                args.num_views,
-                shift,
-                trainer.patch_size,
-                fill,
-                generator,
-            )
-            loss, _, _ = distillation_loss(student.get_patch_tokens(pixel_values), targets)
-            loss.backward()
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad()
-            if done > 0:  # the first step warms up
-                elapsed += time.perf_counter() - start
-                images += pixel_values.shape[0]
-            done += 1
-            if done >= steps + 1:
-                break
-    return images / elapsed
+        pixel_values = next(batches)["pixel_values"]
+        targets = reference_targets(
+            trainer.teacher_model,
+            pixel_values,
+            args.num_views,
+            shift,
+            trainer.patch_size,
+            fill,
+            generator,
+        )
+        loss, _, _ = distillation_loss(student.get_patch_tokens(pixel_values), targets)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+        if step > 0:
+            images += pixel_values.shape[0]
+    return images / (time.perf_counter() - start)
 
 
 def bench_student_alone(trainer: DistillTrainer, steps: int, batch_size: int) -> float:

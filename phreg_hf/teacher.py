@@ -199,9 +199,11 @@ def render_views(
 ) -> torch.Tensor:
     """Render the shifted / flipped views of a batch, without a Python loop over images, views or pixels.
 
-    Patchify, gather each view patch from its source patch (`view_source_indices`), put the fill where the
-    index is -1, mirror the pixels inside each patch of a flipped view, unpatchify. The result equals shifting
-    each image by (dy*p, dx*p) pixels (filling what comes in from outside) and then flipping it horizontally.
+    Patchify, then build one lookup table per image: its N patches, a fill patch, the N patches mirrored and
+    the fill again. Each view patch is one row of that table (its source patch from `view_source_indices`, the
+    fill where the index is -1, the mirrored half for a flipped view), so a single `index_select` renders every
+    view, followed by one unpatchify copy. The result equals shifting each image by (dy*p, dx*p) pixels (filling
+    what comes in from outside) and then flipping it horizontally.
 
     Args:
         pixel_values: `(B, C, H, W)` normalized images, H and W multiples of `patch_size`.
@@ -215,23 +217,22 @@ def render_views(
     grid_h, grid_w = _check_pixel_values(pixel_values, patch_size)
     batch_size, channels, height, width = pixel_values.shape
     _check_views(views, batch_size)
-    num_views = views.num_views
+    num_views, num_patches, p = views.num_views, grid_h * grid_w, patch_size
     fill = _fill_tensor(fill_value, channels, pixel_values)  # (C,)
     # (B, N, C, p, p): one entry per patch, row-major.
-    patches = pixel_values.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(
-        batch_size, grid_h * grid_w, channels, patch_size, patch_size
-    )
-    indices = view_source_indices(views, (grid_h, grid_w)).to(pixel_values.device)  # (B, K, N)
-    gathered = torch.gather(
-        patches[:, None].expand(-1, num_views, -1, -1, -1, -1),
-        2,
-        indices.clamp(min=0)[..., None, None, None].expand(-1, -1, -1, channels, patch_size, patch_size),
-    )  # (B, K, N, C, p, p)
-    gathered = torch.where((indices >= 0)[..., None, None, None], gathered, fill.view(1, 1, 1, -1, 1, 1))
-    flips = views.flips.to(pixel_values.device)[:, :, None, None, None, None]
-    gathered = torch.where(flips, gathered.flip(-1), gathered)  # mirror the pixels inside each patch
-    rendered = gathered.reshape(batch_size, num_views, grid_h, grid_w, channels, patch_size, patch_size)
+    patches = pixel_values.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5)
+    patches = patches.reshape(batch_size, num_patches, channels, p, p)
+    fill_patch = fill.view(1, 1, channels, 1, 1).expand(batch_size, 1, channels, p, p)
+    # (B, 2 (N + 1), C, p, p): [patches, fill, mirrored patches, fill].
+    table = torch.cat([patches, fill_patch, patches.flip(-1), fill_patch], dim=1)
+    rows_per_image = 2 * (num_patches + 1)
+    device = pixel_values.device
+    indices = view_source_indices(views, (grid_h, grid_w)).to(device)  # (B, K, N)
+    rows = torch.where(indices >= 0, indices, num_patches)
+    rows = rows + views.flips.to(device)[..., None].long() * (num_patches + 1)
+    rows = rows + torch.arange(batch_size, device=device)[:, None, None] * rows_per_image
+    gathered = table.reshape(batch_size * rows_per_image, channels, p, p).index_select(0, rows.flatten())
+    rendered = gathered.view(batch_size, num_views, grid_h, grid_w, channels, p, p)
     return rendered.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch_size * num_views, channels, height, width)
 
 
