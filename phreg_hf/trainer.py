@@ -80,7 +80,9 @@ DEMO_TEACHER_KWARGS = dict(
     image_size=112,
     patch_size=14,
 )
-DEMO_TEACHER_ID = "synthetic/planted-artifact-dinov2"
+# How the settings JSON and the model card name a synthetic base (`synthetic.py`). Not a Hub id on purpose: a card
+# must not link it to a Hub repository nor list it as base_model.
+SYNTHETIC_BASE_NAME = "synthetic planted-artifact {model_type} (random init, not pretrained)"
 # The demo holds out every other sample photo, cut into DEMO_TILES x DEMO_TILES tiles: more held-out images for
 # the position-locked measure, whose floor is about 1 / number of images (20 photos would leave too few).
 DEMO_TILES = 2
@@ -745,7 +747,6 @@ class DistillTrainer:
             )
         elif args.is_demo:
             base = build_demo_teacher()
-            self.base_model_id = DEMO_TEACHER_ID
         else:
             # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint).
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
@@ -757,6 +758,8 @@ class DistillTrainer:
         # What synthetic.py planted (None for a real model), recorded in the settings JSON and the model card.
         self.synthetic_info = getattr(base.config, "phreg_synthetic", None)
         self.is_synthetic = self.synthetic_info is not None
+        if self.is_synthetic and args.teacher is None:
+            self.base_model_id = SYNTHETIC_BASE_NAME.format(model_type=base.config.model_type)
 
         # Student and teacher both start as exact copies of the base (METHOD.md). The teacher is a 0-register
         # student: it computes exactly what the base computes, and exposes the same `get_patch_tokens`. Both

@@ -500,6 +500,8 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
     assert list_checkpoints(out), "checkpoints stay local"
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "apache-2.0"  # the synthetic model is made by this library
+    # The synthetic base is named as such, never passed off as a Hub model.
+    assert card.data.base_model is None and "random init, not pretrained" in card.text
     settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
     assert f"for {settings['global_steps']} optimizer steps" in card.text
 
