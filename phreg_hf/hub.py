@@ -704,6 +704,9 @@ def render_model_card(
         "code_imports": ", ".join(f"`{p}`" for p in _imported_packages([folder / n for n in remote_code]))
         or "nothing else",
         "phreg_version": phreg_version,
+        "previews": [
+            path.relative_to(folder).as_posix() for path in sorted((folder / PREVIEWS_DIR).glob("*.png"))
+        ],
     }
     _assert_no_none(template_kwargs)
     return render_template(model_card_template_path(), card_data, **template_kwargs)

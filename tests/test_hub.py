@@ -339,6 +339,18 @@ def test_export_dinov2_with_registers_goes_to_a_subfolder_that_loads_without_rem
 
 # ---------------------------------------------------------------------------------------------------------------
 # The card
+def test_card_shows_the_previews_only_when_there_are_some(tmp_path):
+    with_previews, without = tmp_path / "with", tmp_path / "without"
+    save_run_folder(with_previews)
+    Image.new("RGB", (8, 8)).save(with_previews / PREVIEWS_DIR / "another.png")
+    save_run_folder(without, previews=False)
+    text = hub.render_model_card(with_previews, REPO_ID, license="apache-2.0").text
+    assert "### Previews" in text
+    assert f"![{PREVIEWS_DIR}/another.png]({PREVIEWS_DIR}/another.png)" in text
+    assert f"![{PREVIEWS_DIR}/norms.png]({PREVIEWS_DIR}/norms.png)" in text
+    assert "Previews" not in hub.render_model_card(without, REPO_ID, license="apache-2.0").text
+
+
 def test_card_metadata_and_numbers_come_from_the_folder(tmp_path):
     folder = tmp_path / "run"
     save_run_folder(folder)
