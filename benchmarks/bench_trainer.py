@@ -190,6 +190,7 @@ def trainer_args(output_dir: Path, train_dir: Path, args, **overrides) -> Distil
         checkpointing_steps=0,
         logging_steps=10**6,
         num_eval_images=1,
+        num_preview_images=0,
         mixed_precision="no",
     )
     settings.update(overrides)

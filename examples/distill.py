@@ -21,6 +21,7 @@ import sys
 
 from transformers import HfArgumentParser
 
+from phreg_hf.evaluation import format_metrics_table
 from phreg_hf.trainer import DistillArguments, DistillTrainer
 
 # The offline demo (`python examples/distill.py` with no arguments). Everything else keeps the reference
@@ -49,29 +50,6 @@ DEMO_ARGUMENTS = [
     "--logging_steps",
     "25",
 ]
-
-MEASURES = (
-    ("outlier_ratio", "outlier ratio", "lower"),
-    ("max_to_median_norm", "max/median norm", "lower"),
-    ("position_locked_energy", "position-locked energy", "lower"),
-    ("teacher_agreement", "cosine to denoised teacher", "higher"),
-    ("local_smoothness", "local smoothness", ""),
-)
-
-
-def format_metrics_table(metrics: dict) -> str:
-    """A before/after table of the artifact measures in a `phreg_metrics.json` payload."""
-    rows = metrics["rows"]
-    names = [name for name in ("base", "teacher", "student") if name in rows]
-    header = f"{'measure':<30}" + "".join(f"{name:>12}" for name in names) + "   better"
-    lines = [header, "-" * len(header)]
-    for key, label, better in MEASURES:
-        if not any(key in rows[name] for name in names):
-            continue
-        cells = "".join(f"{rows[name][key]:>12.4f}" if key in rows[name] else f"{'-':>12}" for name in names)
-        lines.append(f"{label:<30}{cells}   {better}")
-    lines.append(f"({metrics['num_images']} images at {metrics['resolution']} px: {metrics['images']})")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("Artifact measures, raw base model vs denoised teacher vs distilled student:")
         print(format_metrics_table(result["metrics"]))
+        if args.push_to_hub:
+            url = result.get("hub_commit_url")
+            print(f"Pushed to the Hub: {url}" if url else "Push to the Hub failed; see the error above to retry.")
     return 0
 
 

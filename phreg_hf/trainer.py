@@ -66,7 +66,6 @@ from .teacher_cache import (
     build_fingerprint,
     crop_seed_for,
     hash_model,
-    view_seed_for,
 )
 
 logger = get_logger(__name__)
@@ -180,6 +179,13 @@ class DistillArguments:
     )
     num_eval_images: int = field(
         default=32, metadata={"help": "At most this many images are used for the final measures."}
+    )
+    num_preview_images: int = field(
+        default=4,
+        metadata={
+            "help": "Before/after pictures of this many held-out images written to output_dir/previews/ (shown in "
+            "the model card; needs matplotlib: pip install 'phreg-hf[viz]'); 0: none."
+        },
     )
     resolution: int | None = field(
         default=None,
@@ -424,6 +430,7 @@ class DistillArguments:
             "mse_scale",
             "max_grad_norm",
             "checkpointing_steps",
+            "num_preview_images",
             "dataloader_num_workers",
         ):
             if getattr(self, name) < 0:
@@ -996,32 +1003,14 @@ class DistillTrainer:
 
     # ----------------------------------------------------------------------------------------------------------
     # Teacher targets
-    def _views_for(self, indices: Sequence[int], epoch: int | None, seed: int | None = None):
-        """The K views of each image, seeded per image (and per epoch without a cache): batch-independent."""
-        from .teacher import stack_views
-
-        seed = self.args.seed if seed is None else seed
-        views = []
-        for index in indices:
-            generator = torch.Generator().manual_seed(view_seed_for(seed, int(index), epoch))
-            views.append(
-                self.teacher.sample_views(
-                    1,
-                    self.grid_size,
-                    self.args.num_views,
-                    self.args.shift_frac,
-                    generator,
-                    self.args.flip_prob,
-                )
-            )
-        return stack_views(views)
-
     @torch.no_grad()
     def compute_targets(
         self, pixel_values: torch.Tensor, indices: Sequence[int], epoch: int | None
     ) -> torch.Tensor:
         """Denoised targets `(B, N, C)` float32 for `(B, 3, R, R)` images (teacher under the run's autocast)."""
-        views = self._views_for(indices, epoch)
+        from .evaluation import views_for_images
+
+        views = views_for_images(self.teacher, indices, self.grid_size, self.args.seed, epoch)
         with self.accelerator.autocast():
             targets = self.teacher(pixel_values, views=views)
         self.state.teacher_images += len(indices)
@@ -1351,44 +1340,51 @@ class DistillTrainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Artifact measures (`metrics.artifact_report`) of base, denoised teacher and student on held-out images.
+        """Artifact measures of base, denoised teacher and student on held-out images (`evaluation.py`).
 
         Returns the `constants.METRICS_FILE` payload: `{"num_images", "resolution", "images", "rows": {"base",
-        "teacher", "student"}}`. The teacher views are seeded per image (independently of training), the images
-        center-cropped, so base/teacher rows are comparable across runs.
+        "teacher", "student"}}`, the same as `phreg eval` computes. The teacher views are seeded per image with
+        seed + 1 (independent of training), the images center-cropped, so base/teacher rows are comparable
+        across runs. Also writes `output_dir/previews/*.png` (see `--num_preview_images`).
         """
-        from .metrics import artifact_report
+        from .evaluation import measure_artifacts
 
-        accelerator = self.accelerator
+        args, accelerator = self.args, self.accelerator
         student = accelerator.unwrap_model(self.student)
-        was_training = student.training
-        student.eval()
         pixel_values, indices, description = self._eval_pixel_values()
-        base_tokens, targets, student_tokens = [], [], []
-        batch = self.args.per_device_train_batch_size
-        eval_seed = self.args.seed + 1  # views for the measures, distinct from any training draw
-        for start in range(0, len(indices), batch):
-            chunk = pixel_values[start : start + batch].to(accelerator.device)
-            chunk_indices = indices[start : start + batch]
-            views = self._views_for(chunk_indices, epoch=None, seed=eval_seed)
-            with accelerator.autocast():
-                base_tokens.append(self.teacher_model.get_patch_tokens(chunk).float().cpu())
-                targets.append(self.teacher(chunk, views=views).float().cpu())
-                student_tokens.append(student.get_patch_tokens(chunk).float().cpu())
-        student.train(was_training)
-        base_tokens, targets, student_tokens = (torch.cat(t) for t in (base_tokens, targets, student_tokens))
-        rows = {
-            "base": artifact_report(base_tokens, targets=targets, grid_size=self.grid_size),
-            "teacher": artifact_report(targets, grid_size=self.grid_size),
-            "student": artifact_report(student_tokens, targets=targets, grid_size=self.grid_size),
-        }
-        rows = {name: {k: float(v) for k, v in row.items()} for name, row in rows.items()}
-        return {
-            "num_images": len(indices),
-            "resolution": self.resolution,
-            "images": description,
-            "rows": rows,
-        }
+        common = dict(
+            indices=indices,
+            view_seed=args.seed + 1,  # views for the measures, distinct from any training draw
+            batch_size=args.per_device_train_batch_size,
+            device=accelerator.device,
+            autocast=accelerator.autocast,
+        )
+        metrics = measure_artifacts(
+            self.teacher_model, student, pixel_values, self.teacher, images=description, **common
+        )
+        if args.num_preview_images > 0:
+            self._write_previews(student, pixel_values, common)
+        return metrics
+
+    def _write_previews(self, student, pixel_values: torch.Tensor, common: dict) -> None:
+        try:
+            from .visualization import write_previews
+
+            paths = write_previews(
+                self.output_dir,
+                self.teacher_model,
+                student,
+                self.teacher,
+                pixel_values,
+                self.image_mean,
+                self.image_std,
+                max_images=self.args.num_preview_images,
+                **common,
+            )
+        except ImportError as error:
+            logger.warning(f"No preview pictures: {error} (or pass --num_preview_images 0 to skip them).")
+            return
+        logger.info(f"Wrote {len(paths)} preview pictures to {paths[0].parent}")
 
     def hardware(self) -> str:
         n = self.accelerator.num_processes

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel, HfArgumentParser
 
 from phreg_hf import TRAINABLE_PARTS, student_from_base
-from phreg_hf.constants import METRICS_FILE, TRAINING_SETTINGS_FILE
+from phreg_hf.constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from phreg_hf.synthetic import build_planted_artifact_model
 from phreg_hf.trainer import (
     DistillArguments,
@@ -85,6 +85,7 @@ def make_args(output_dir: Path | None, train_dir: Path | None, **overrides) -> D
         checkpointing_steps=0,
         report_to="none",
         num_eval_images=8,
+        num_preview_images=0,
         logging_steps=1,
     )
     settings.update(overrides)
@@ -481,6 +482,7 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
         hub_model_id="alice/tiny-phreg",
         hub_token="hf_test",
         checkpointing_steps=2,
+        num_preview_images=2,
     )
     assert fake_hub.calls == ["create_repo", "create_commit"]
     assert result["hub_commit_url"].startswith("https://huggingface.co/alice/tiny-phreg/commit/")
@@ -494,7 +496,9 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
         "modeling_phreg.py",
         METRICS_FILE,
         TRAINING_SETTINGS_FILE,
-    }, "the model, its code, processor, card and run JSONs; no checkpoints, logs or cache"
+        f"{PREVIEWS_DIR}/image_000.png",
+        f"{PREVIEWS_DIR}/image_001.png",
+    }, "the model, its code, processor, card, run JSONs and previews; no checkpoints, logs or cache"
     for name, content in files.items():
         assert content == (out / name).read_bytes(), name
     assert list_checkpoints(out), "checkpoints stay local"
@@ -504,6 +508,7 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
     assert card.data.base_model is None and "random init, not pretrained" in card.text
     settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
     assert f"for {settings['global_steps']} optimizer steps" in card.text
+    assert f"![{PREVIEWS_DIR}/image_000.png]({PREVIEWS_DIR}/image_000.png)" in card.text
 
 
 def test_a_failed_push_keeps_the_run_and_names_the_retry(tmp_path, sample_images, monkeypatch, caplog):
