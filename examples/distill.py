@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_metrics_table(result["metrics"]))
         if args.push_to_hub:
             url = result.get("hub_commit_url")
-            print(f"Pushed to the Hub: {url}" if url else "Push to the Hub failed; see the error above to retry.")
+            print(
+                f"Pushed to the Hub: {url}"
+                if url
+                else "Push to the Hub failed; see the error above to retry."
+            )
     return 0
 
 
