@@ -86,6 +86,8 @@ SYNTHETIC_BASE_NAME = "synthetic planted-artifact {model_type} (random init, not
 # the position-locked measure, whose floor is about 1 / number of images (20 photos would leave too few).
 DEMO_TILES = 2
 CHECKPOINT_PREFIX = "checkpoint-"
+# The demo's synthetic base model (stock Dinov2Model + image processor), saved in output_dir for `phreg eval`.
+DEMO_BASE_DIR = "demo_base"
 # Reference resolutions (METHOD.md / reference code) when --resolution is not given.
 REFERENCE_RESOLUTIONS = {"dinov2": 518, "clip_vision_model": 448, "clip": 448}
 
@@ -744,6 +746,7 @@ class DistillTrainer:
 
     def _load_models(self, base_model, image_processor) -> None:
         args = self.args
+        self.demo_base = None
         load_kwargs = {}
         if args.attn_implementation is not None:
             load_kwargs["attn_implementation"] = args.attn_implementation
@@ -754,6 +757,8 @@ class DistillTrainer:
             )
         elif args.is_demo:
             base = build_demo_teacher()
+            # Saved next to the student, so that `phreg eval` / `phreg visualize` can compare them offline.
+            self.demo_base = base
         else:
             # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint).
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
@@ -1504,6 +1509,10 @@ class DistillTrainer:
                 self.image_processor.save_pretrained(folder)
 
             _atomic_save(save, self.output_dir)
+            if self.demo_base is not None:
+                demo_base_dir = self.output_dir / DEMO_BASE_DIR
+                self.demo_base.save_pretrained(demo_base_dir)
+                self.image_processor.save_pretrained(demo_base_dir)
             metrics = self.evaluate()
             _atomic_write_json(self.output_dir / constants.METRICS_FILE, metrics)
             _atomic_write_json(self.output_dir / constants.TRAINING_SETTINGS_FILE, self.training_settings())

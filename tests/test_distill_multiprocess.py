@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
 from phreg_hf.constants import METRICS_FILE, TRAINING_SETTINGS_FILE
 from phreg_hf.data import write_sample_images
@@ -104,6 +105,9 @@ def test_two_cpu_processes_train_sync_and_save_once(tmp_path):
         TRAINING_SETTINGS_FILE,
     ):
         assert (out / name).exists(), name
+    # The demo's synthetic base is saved beside the student, a stock model for `phreg eval --base`.
+    assert AutoConfig.from_pretrained(out / "demo_base").model_type == "dinov2"
+    assert (out / "demo_base" / "preprocessor_config.json").is_file()
     assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-3", "checkpoint-6"]
     assert sorted(p.name for p in (out / "checkpoint-6").glob("random_states_*.pkl")) == [
         "random_states_0.pkl",
