@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from .constants import METRICS_FILE
 from .metrics import HIGHER_IS_BETTER, artifact_report
@@ -49,7 +50,6 @@ MEASURES = (
     ("local_smoothness", "local smoothness", "smoothness"),
 )
 DEFAULT_MAX_IMAGES = 64
-IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def load_image_processor(student: str, base: str, base_revision: str | None = No
     from transformers import AutoImageProcessor
 
     student_path = Path(student)
-    if student_path.is_dir() and (student_path / IMAGE_PROCESSOR_FILE).is_file():
+    if student_path.is_dir() and (student_path / IMAGE_PROCESSOR_NAME).is_file():
         return AutoImageProcessor.from_pretrained(student)
     if not student_path.is_dir():  # a Hub id: it may carry a processor
         with contextlib.suppress(OSError, ValueError):

@@ -43,6 +43,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 from transformers import HfArgumentParser
 from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from .configuration_phreg import PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 TEMPLATE_NAME = "phreg_model_card.md"
 README_FILE = "README.md"
 CONFIG_FILE = "config.json"
-IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 # Subfolder of the repository that holds the stock `Dinov2WithRegistersModel` export (--export_dinov2_with_registers).
@@ -661,7 +661,7 @@ def render_model_card(
         )
     else:
         base_phrase = f"a {backbone_name} model (its base checkpoint is not recorded)"
-    has_image_processor = (folder / IMAGE_PROCESSOR_FILE).is_file()
+    has_image_processor = (folder / IMAGE_PROCESSOR_NAME).is_file()
     processor_source = repo_id if has_image_processor else (base_hub_id or "<base model id>")
     patch_size = config.get("patch_size", "?")
     patch_size = patch_size[0] if isinstance(patch_size, list) else patch_size
@@ -753,7 +753,7 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
         CONFIG_FILE,
         *code_files(folder, config),
         *_weight_files(folder),
-        IMAGE_PROCESSOR_FILE,
+        IMAGE_PROCESSOR_NAME,
         TRAINING_SETTINGS_FILE,
         METRICS_FILE,
         README_FILE,
@@ -802,8 +802,8 @@ def _export_dinov2_with_registers(folder: Path, export_root: Path) -> list[Uploa
 
     target = export_root / EXPORT_SUBFOLDER
     PhregDinov2Model.from_pretrained(folder).to_dinov2_with_registers().save_pretrained(target)
-    if (folder / IMAGE_PROCESSOR_FILE).is_file():
-        shutil.copy2(folder / IMAGE_PROCESSOR_FILE, target / IMAGE_PROCESSOR_FILE)
+    if (folder / IMAGE_PROCESSOR_NAME).is_file():
+        shutil.copy2(folder / IMAGE_PROCESSOR_NAME, target / IMAGE_PROCESSOR_NAME)
     return [
         UploadFile(f"{EXPORT_SUBFOLDER}/{path.name}", path, path.stat().st_size)
         for path in sorted(target.iterdir())
