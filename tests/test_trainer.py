@@ -283,6 +283,27 @@ def test_local_teacher_folder(tmp_path, sample_images):
     assert "not held out" in result["metrics"]["images"]
 
 
+def test_full_clip_checkpoint_as_teacher_trains_its_vision_tower(tmp_path, sample_images):
+    """--teacher with a whole CLIP checkpoint (text tower included): only CLIPVisionModel is loaded."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    vision = dict(TINY_PLANTED, intermediate_size=64)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=text)).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(
+        tmp_path / "clip"
+    )
+    args = make_args(
+        tmp_path / "out", sample_images[0], teacher=str(tmp_path / "clip"), max_steps=2, resolution=56
+    )
+    result = DistillTrainer(args).train()
+    assert result["settings"]["model_type"] == "phreg_clip_vision_model"
+    reloaded = AutoModel.from_pretrained(tmp_path / "out")
+    assert type(reloaded).__name__ == "PhregCLIPVisionModel"
+    assert not any("text" in name for name in load_file(tmp_path / "out" / "model.safetensors"))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Resume
 class Crash(Exception):
