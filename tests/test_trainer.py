@@ -304,6 +304,33 @@ def test_full_clip_checkpoint_as_teacher_trains_its_vision_tower(tmp_path, sampl
     assert not any("text" in name for name in load_file(tmp_path / "out" / "model.safetensors"))
 
 
+def test_streamed_dataset_with_a_teacher_cache(tmp_path, sample_images):
+    """--dataset_name (the real `datasets.load_dataset`, on a local parquet dataset) --streaming --teacher_cache."""
+    import datasets
+
+    paths = sorted(sample_images[0].iterdir())
+    table = datasets.Dataset.from_dict({"photo": [str(p) for p in paths]}).cast_column(
+        "photo", datasets.Image()
+    )
+    (tmp_path / "hub_like").mkdir()
+    table.to_parquet(str(tmp_path / "hub_like" / "train.parquet"))
+    settings = dict(
+        dataset_name=str(tmp_path / "hub_like"),
+        image_column="photo",
+        streaming=True,
+        teacher_cache=str(tmp_path / "cache"),
+        per_device_train_batch_size=5,
+        max_steps=4,  # two passes over the 10 images
+    )
+    trainer, result = run(tmp_path / "out", None, **settings)
+    settings_json = result["settings"]
+    assert settings_json["global_steps"] == 4 and settings_json["images_seen"] == 20
+    assert settings_json["dataset"]["streaming"] and settings_json["dataset"]["num_images"] is None
+    # The second pass read the targets back: the teacher ran once per image.
+    assert settings_json["teacher_images"] == len(paths)
+    assert (trainer.teacher_cache.hits, trainer.teacher_cache.misses) == (len(paths), len(paths))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Resume
 class Crash(Exception):
