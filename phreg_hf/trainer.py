@@ -1311,37 +1311,36 @@ class DistillTrainer:
             self.image_processor, self.resolution, random_crop=False
         )
         if self.eval_dir is not None:
-            source = data.load_image_dataset(train_dir=self.eval_dir)
-            streaming = False
-        else:
-            source, streaming = self.train_dataset, args.streaming
-        dataset_class = data.IterableDistillImageDataset if streaming else data.DistillImageDataset
-        dataset = dataset_class(
-            source, transform, image_column=args.image_column if self.eval_dir is None else "image"
-        )
+            from .evaluation import load_images  # the folder reader of `phreg eval`
+
+            loaded = load_images(self.eval_dir, transform, args.num_eval_images, option="--eval_images")
+            count = len(loaded.indices)
+            if self.demo_images_note is not None and args.eval_images is None:
+                description = f"{count} held-out images, center-cropped: {self.demo_images_note}"
+            else:
+                description = f"{count} held-out images from {self.eval_dir}, center-cropped"
+            return loaded.pixel_values, loaded.indices, description
+
+        dataset_class = data.IterableDistillImageDataset if args.streaming else data.DistillImageDataset
+        dataset = dataset_class(self.train_dataset, transform, image_column=args.image_column)
         items = []
-        iterator = iter(dataset) if streaming else (dataset[i] for i in range(len(dataset)))
+        iterator = iter(dataset) if args.streaming else (dataset[i] for i in range(len(dataset)))
         for item in iterator:
             if item is not None:
                 items.append(item)
             if len(items) >= args.num_eval_images:
                 break
         if not items:
-            raise ValueError(
-                f"No readable image for the final measures in {self.eval_dir or 'the training set'}."
-            )
-        pixel_values = torch.stack([item["pixel_values"] for item in items])
-        indices = [int(item["index"]) for item in items]
-        if self.eval_dir is None:
-            description = (
-                f"{len(items)} of the training images, center-cropped (no held-out images were given, so these "
-                "measures are not held out; pass --eval_images FOLDER for held-out ones)"
-            )
-        elif self.demo_images_note is not None and args.eval_images is None:
-            description = f"{len(items)} held-out images, center-cropped: {self.demo_images_note}"
-        else:
-            description = f"{len(items)} held-out images from {self.eval_dir}, center-cropped"
-        return pixel_values, indices, description
+            raise ValueError("No readable image for the final measures in the training set.")
+        description = (
+            f"{len(items)} of the training images, center-cropped (no held-out images were given, so these "
+            "measures are not held out; pass --eval_images FOLDER for held-out ones)"
+        )
+        return (
+            torch.stack([item["pixel_values"] for item in items]),
+            [int(i["index"]) for i in items],
+            description,
+        )
 
     @torch.no_grad()
     def evaluate(self) -> dict:
