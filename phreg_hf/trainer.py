@@ -33,21 +33,16 @@ Steps, epochs and the learning rate (METHOD.md: AdamW, exponential decay per epo
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
 import platform
-import re
 import shutil
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +54,22 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
 from . import constants
-from .modeling_phreg import TRAINABLE_PARTS, student_class_for, student_from_base
+from .demo import (
+    DEMO_BASE_DIR,
+    DEMO_TILES,
+    SYNTHETIC_BASE_NAME,
+    build_demo_image_processor,
+    build_demo_teacher,
+    write_demo_images,
+)
+from .modeling_phreg import student_class_for, student_from_base
+from .run_files import (
+    CHECKPOINT_PREFIX,
+    atomic_save,
+    atomic_write_json,
+    folder_listing_hash,
+    list_checkpoints,
+)
 from .teacher_cache import (
     STORAGE_DTYPES,
     TeacherTargetCache,
@@ -67,36 +77,22 @@ from .teacher_cache import (
     crop_seed_for,
     hash_model,
 )
+from .training_args import DistillArguments
 
 logger = get_logger(__name__)
 
-# The offline demo's teacher: the default planted-artifact DINOv2 of `synthetic.py` (random init, NOT pretrained).
-DEMO_TEACHER_KWARGS = dict(
-    model_type="dinov2",
-    hidden_size=64,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    image_size=112,
-    patch_size=14,
-)
-# How the settings JSON and the model card name a synthetic base (`synthetic.py`). Not a Hub id on purpose: a card
-# must not link it to a Hub repository nor list it as base_model.
-SYNTHETIC_BASE_NAME = "synthetic planted-artifact {model_type} (random init, not pretrained)"
-# The demo holds out every other sample photo, cut into DEMO_TILES x DEMO_TILES tiles: more held-out images for
-# the position-locked measure, whose floor is about 1 / number of images (20 photos would leave too few).
-DEMO_TILES = 2
-CHECKPOINT_PREFIX = "checkpoint-"
-# The demo's synthetic base model (stock Dinov2Model + image processor), saved in output_dir for `phreg eval`.
-DEMO_BASE_DIR = "demo_base"
+__all__ = [
+    "DistillArguments",
+    "DistillTrainer",
+    "ExponentialDecaySchedule",
+    "build_demo_image_processor",
+    "distillation_loss",
+    "list_checkpoints",
+    "write_demo_images",
+]
+
 # Reference resolutions (METHOD.md / reference code) when --resolution is not given.
 REFERENCE_RESOLUTIONS = {"dinov2": 518, "clip_vision_model": 448, "clip": 448}
-
-
-def _tensorboard_available() -> bool:
-    return (
-        importlib.util.find_spec("tensorboard") is not None
-        or importlib.util.find_spec("tensorboardX") is not None
-    )
 
 
 def _multi_process_cpu_run() -> bool:
@@ -121,358 +117,6 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-@dataclass
-class DistillArguments:
-    """Options of a PH-Reg distillation run (`HfArgumentParser(DistillArguments)`; `--help` lists them all)."""
-
-    # ---- teacher / student
-    teacher: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub id or local folder of the base ViT / DINOv2 / CLIP (vision) model to add registers to, "
-            "e.g. facebook/dinov2-base. Default: none, i.e. the offline demo with a small synthetic DINOv2 "
-            "with planted artifacts (random init, not a pretrained model)."
-        },
-    )
-    teacher_revision: str | None = field(
-        default=None, metadata={"help": "Hub revision (branch, tag or commit) of --teacher."}
-    )
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={
-            "help": "Attention kernel for teacher and student ('eager', 'sdpa', ...); default: the model's."
-        },
-    )
-    num_register_tokens: int = field(
-        default=16, metadata={"help": "Register tokens added to the student (PH-Reg reference: 16)."}
-    )
-    # ---- data
-    train_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of training images (any PIL-readable format, subfolders included; via datasets' imagefolder)."
-        },
-    )
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "Hub image dataset to train on instead of --train_dir, e.g. nlphuji/flickr30k."},
-    )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Configuration name of --dataset_name."}
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
-    image_column: str = field(
-        default="image", metadata={"help": "Column of the dataset that holds the images."}
-    )
-    streaming: bool = field(
-        default=False,
-        metadata={
-            "help": "Stream --dataset_name / --train_dir instead of loading it first (needs --max_steps)."
-        },
-    )
-    eval_images: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of held-out images for the final artifact measures (base / teacher / student). "
-            "Default: the demo's held-out sample images, else the first training images (noted in the metrics)."
-        },
-    )
-    num_eval_images: int = field(
-        default=32, metadata={"help": "At most this many images are used for the final measures."}
-    )
-    num_preview_images: int = field(
-        default=4,
-        metadata={
-            "help": "Before/after pictures of this many held-out images written to output_dir/previews/ (shown in "
-            "the model card; needs matplotlib: pip install 'phreg-hf[viz]'); 0: none."
-        },
-    )
-    resolution: int | None = field(
-        default=None,
-        metadata={
-            "help": "Training side length R in pixels, a multiple of the patch size (short side resized to R, random "
-            "R x R crop). Default: 518 for DINOv2 and 448 for CLIP (reference code), the config's image_size otherwise."
-        },
-    )
-    dataloader_num_workers: int = field(
-        default=0,
-        metadata={
-            "help": "Data loading worker processes per training process (0: load in the main process)."
-        },
-    )
-    # ---- denoised teacher
-    num_views: int = field(
-        default=10, metadata={"help": "K shifted/flipped views averaged by the teacher (reference: 10)."}
-    )
-    shift_frac: float = field(
-        default=0.15,
-        metadata={"help": "Largest view shift as a fraction of the patch grid side (reference: 0.15)."},
-    )
-    flip_prob: float = field(
-        default=0.5, metadata={"help": "Probability that a view (other than the first) is flipped."}
-    )
-    fill_value: float = field(
-        default=1.0,
-        metadata={
-            "help": "Raw pixel value (0..1, before normalization) filling pixels shifted in (reference: 1.0, white)."
-        },
-    )
-    max_views_per_forward: int | None = field(
-        default=None,
-        metadata={
-            "help": "Cap on images x views per teacher forward pass, to bound memory (default: all at once)."
-        },
-    )
-    teacher_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder caching the denoised targets (safetensors), so later epochs only run the student. With a "
-            "cache each image keeps one fixed crop and one fixed set of views for the whole run."
-        },
-    )
-    teacher_cache_dtype: Literal["float16", "bfloat16", "float32"] = field(
-        default="float16", metadata={"help": "Storage precision of cached targets."}
-    )
-    # ---- what trains
-    train_registers: bool = field(default=True, metadata={"help": "Train the register tokens."})
-    train_position_embeddings: bool = field(default=True, metadata={"help": "Train the position embeddings."})
-    train_patch_embeddings: bool = field(
-        default=True, metadata={"help": "Train the patch-embedding projection (weight and bias)."}
-    )
-    train_last_block: bool = field(default=True, metadata={"help": "Train the last transformer block."})
-    # ---- optimization
-    num_epochs: int = field(
-        default=10, metadata={"help": "Passes over the training images (ignored with --max_steps)."}
-    )
-    max_steps: int = field(
-        default=-1,
-        metadata={
-            "help": "Optimizer steps to run; overrides --num_epochs when > 0 (needed with --streaming)."
-        },
-    )
-    per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Images per process per micro-batch (reference: 8)."}
-    )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per optimizer step."}
-    )
-    learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate of the first epoch (reference: 1e-4)."}
-    )
-    final_learning_rate: float = field(
-        default=5e-6,
-        metadata={"help": "Learning rate of the last epoch, reached by exponential decay (reference: 5e-6)."},
-    )
-    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay (reference: 1e-2)."})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
-    max_grad_norm: float = field(
-        default=0.0,
-        metadata={"help": "Clip the gradient norm to this value; 0 disables (the reference does not clip)."},
-    )
-    mse_scale: float = field(
-        default=1.0, metadata={"help": "Weight of the MSE term: loss = (1 - cosine) + mse_scale * MSE."}
-    )
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
-        default="auto",
-        metadata={
-            "help": "'auto': bf16 autocast on GPUs that support it (the reference setting), 'no' (fp32) otherwise."
-        },
-    )
-    max_bad_steps: int = field(
-        default=10,
-        metadata={
-            "help": "Stop with an error after this many consecutive steps skipped for NaN/inf loss or targets."
-        },
-    )
-    seed: int = field(
-        default=42,
-        metadata={"help": "Seed of everything random: crops, views, order, registers (reference: 42)."},
-    )
-    # ---- output, checkpoints, logging
-    output_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where the student, image processor, settings and metrics go. Default: ./phreg-demo for the demo."
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Reuse a non-empty --output_dir, deleting its old checkpoints (the demo always does)."
-        },
-    )
-    checkpointing_steps: int = field(
-        default=500,
-        metadata={
-            "help": "Save a resumable checkpoint (output_dir/checkpoint-STEP) every this many steps; 0: never."
-        },
-    )
-    checkpoints_total_limit: int | None = field(
-        default=None,
-        metadata={"help": "Keep at most this many checkpoints (oldest deleted first); default: keep all."},
-    )
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={"help": "A checkpoint folder to resume from, or 'latest' for the newest in --output_dir."},
-    )
-    logging_steps: int = field(
-        default=10, metadata={"help": "Log loss and learning rate every this many steps."}
-    )
-    report_to: str = field(
-        default="tensorboard" if _tensorboard_available() else "none",
-        metadata={
-            "help": "Trackers for Accelerate ('tensorboard', 'wandb', 'all', or 'none'); default: tensorboard if installed."
-        },
-    )
-    tracker_project_name: str = field(
-        default="phreg", metadata={"help": "Project/run name given to the trackers."}
-    )
-    # ---- Hub
-    push_to_hub: bool = field(
-        default=False,
-        metadata={
-            "help": "At the end of training, upload the student with its model card to --hub_model_id (one commit, "
-            "main process). A failed upload keeps --output_dir intact and prints the `phreg push` command to retry."
-        },
-    )
-    hub_model_id: str | None = field(
-        default=None, metadata={"help": "Hub repository 'namespace/name' for --push_to_hub."}
-    )
-    hub_private: bool = field(
-        default=False, metadata={"help": "Create the --hub_model_id repository as private."}
-    )
-    hub_token: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub token for --push_to_hub; default: the saved login (`hf auth login`) or HF_TOKEN."
-        },
-    )
-    hub_license: str | None = field(
-        default=None,
-        metadata={
-            "help": "License identifier of the model card (e.g. apache-2.0). Default: the base model's, read from "
-            "its card; a push with an unknown license stops with a message asking for this option."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def is_demo(self) -> bool:
-        """No --teacher: the synthetic planted-artifact teacher (offline demo)."""
-        return self.teacher is None
-
-    def enabled_parts(self) -> list[str]:
-        flags = {
-            "registers": self.train_registers,
-            "position_embeddings": self.train_position_embeddings,
-            "patch_embeddings": self.train_patch_embeddings,
-            "last_block": self.train_last_block,
-        }
-        return [part for part in TRAINABLE_PARTS if flags[part]]
-
-    def validate(self) -> None:
-        """Checks that need no model or data; raises ValueError / FileNotFoundError naming the fix."""
-        if self.train_dir is not None and self.dataset_name is not None:
-            raise ValueError(
-                f"Pass either --train_dir ({self.train_dir}) or --dataset_name ({self.dataset_name}), not both."
-            )
-        if self.train_dir is None and self.dataset_name is None and not self.is_demo:
-            raise ValueError(
-                f"No training images for --teacher {self.teacher}: pass --train_dir FOLDER or --dataset_name NAME "
-                "(leave out --teacher to run the offline demo on sample images)."
-            )
-        if self.dataset_config is not None and self.dataset_name is None:
-            raise ValueError("--dataset_config needs --dataset_name.")
-        if self.train_dir is not None and not Path(self.train_dir).is_dir():
-            raise FileNotFoundError(f"--train_dir {self.train_dir} is not a folder; pass a folder of images.")
-        if self.eval_images is not None and not Path(self.eval_images).is_dir():
-            raise FileNotFoundError(
-                f"--eval_images {self.eval_images} is not a folder; pass a folder of images."
-            )
-        positive_ints = {
-            "num_views": self.num_views,
-            "per_device_train_batch_size": self.per_device_train_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "max_bad_steps": self.max_bad_steps,
-            "logging_steps": self.logging_steps,
-            "num_eval_images": self.num_eval_images,
-        }
-        for name, value in positive_ints.items():
-            if value < 1:
-                raise ValueError(f"--{name} must be >= 1, got {value}.")
-        if self.num_register_tokens < 0:
-            raise ValueError(
-                f"--num_register_tokens must be >= 0, got {self.num_register_tokens} (reference: 16)."
-            )
-        if self.max_steps <= 0 and self.num_epochs < 1:
-            raise ValueError(f"--num_epochs must be >= 1 (or set --max_steps > 0), got {self.num_epochs}.")
-        if self.streaming and self.max_steps <= 0:
-            raise ValueError("--streaming datasets have no known length: pass --max_steps N.")
-        if not 0.0 <= self.shift_frac < 0.5:
-            raise ValueError(f"--shift_frac must be in [0, 0.5), got {self.shift_frac} (reference: 0.15).")
-        if not 0.0 <= self.flip_prob <= 1.0:
-            raise ValueError(f"--flip_prob must be in [0, 1], got {self.flip_prob}.")
-        if self.learning_rate <= 0 or self.final_learning_rate <= 0:
-            raise ValueError(
-                f"--learning_rate ({self.learning_rate}) and --final_learning_rate ({self.final_learning_rate}) must "
-                "be > 0; pass --final_learning_rate equal to --learning_rate for a constant rate."
-            )
-        if self.final_learning_rate > self.learning_rate:
-            raise ValueError(
-                f"--final_learning_rate ({self.final_learning_rate}) is above --learning_rate ({self.learning_rate}); "
-                "the schedule decays, so pass a final rate <= the initial one."
-            )
-        for name in (
-            "weight_decay",
-            "mse_scale",
-            "max_grad_norm",
-            "checkpointing_steps",
-            "num_preview_images",
-            "dataloader_num_workers",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
-        if self.resolution is not None and self.resolution <= 0:
-            raise ValueError(f"--resolution must be > 0, got {self.resolution}.")
-        if self.max_views_per_forward is not None and self.max_views_per_forward < 1:
-            raise ValueError(f"--max_views_per_forward must be >= 1, got {self.max_views_per_forward}.")
-        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
-            raise ValueError(f"--checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}.")
-        parts = self.enabled_parts()
-        if not parts:
-            raise ValueError(
-                "Every --train_* option is off, so nothing would train; keep at least one of --train_registers, "
-                "--train_position_embeddings, --train_patch_embeddings, --train_last_block."
-            )
-        if parts == ["registers"] and self.num_register_tokens == 0:
-            raise ValueError(
-                "Only --train_registers is on but --num_register_tokens is 0: nothing would train."
-            )
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(
-                f"--mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}."
-            )
-        if self.output_dir is None and not self.is_demo:
-            raise ValueError("Pass --output_dir: where the distilled student is saved.")
-        if self.push_to_hub and not self.hub_model_id:
-            raise ValueError(
-                "--push_to_hub needs --hub_model_id NAMESPACE/NAME: the repository to upload to."
-            )
-        if self.hub_model_id is not None:
-            from huggingface_hub.utils import validate_repo_id
-
-            try:
-                validate_repo_id(self.hub_model_id)
-            except ValueError as error:
-                raise ValueError(
-                    f"--hub_model_id {self.hub_model_id!r} is not a valid Hub repository id ({error}); pass "
-                    "'namespace/name', e.g. your-username/dinov2-base-phreg."
-                ) from None
 
 
 class ExponentialDecaySchedule:
@@ -516,119 +160,6 @@ class _TrainingState:
 
     def load_state_dict(self, state: dict) -> None:
         vars(self).update(state)
-
-
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _atomic_save(save_fn, output_dir: Path) -> list[str]:
-    """Run `save_fn(tmp_dir)` and move every file it wrote into `output_dir` by rename (no partial files)."""
-    tmp = output_dir / f".tmp-save-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
-    try:
-        save_fn(tmp)
-        names = sorted(os.listdir(tmp))
-        for name in names:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(tmp / name, target)
-        return names
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _folder_listing_hash(folder: str | os.PathLike) -> str:
-    """sha256 of the relative paths and sizes of every file under `folder`: which images a cache was built on.
-
-    Sizes rather than modification times, so that re-writing the same images (the demo does) keeps the cache;
-    an image edited in place to the very same size goes unnoticed (delete the cache then).
-    """
-    root = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
-    return digest.hexdigest()
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """`checkpoint-STEP` folders of `output_dir`, oldest first (unfinished `.tmp` ones excluded)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
-
-
-def build_demo_teacher() -> PreTrainedModel:
-    """The demo's synthetic teacher: a random-init DINOv2 with planted artifacts (see `synthetic.py`)."""
-    from .synthetic import build_planted_artifact_model
-
-    return build_planted_artifact_model(**DEMO_TEACHER_KWARGS)
-
-
-def build_demo_image_processor(resolution: int):
-    """A DINOv2-style (`BitImageProcessor`) processor: short side to R, R x R center crop, ImageNet mean/std."""
-    import transformers
-    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    # Without torchvision, transformers 5 falls back to (and warns about) the PIL backend; pick it directly.
-    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "BitImageProcessorPil"):
-        processor_class = transformers.BitImageProcessorPil
-    else:
-        processor_class = transformers.BitImageProcessor
-    return processor_class(
-        do_resize=True,
-        size={"shortest_edge": resolution},
-        resample=3,  # bicubic, as DINOv2's own processor
-        do_center_crop=True,
-        crop_size={"height": resolution, "width": resolution},
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(IMAGENET_DEFAULT_MEAN),
-        image_std=list(IMAGENET_DEFAULT_STD),
-        do_convert_rgb=True,
-    )
-
-
-def write_demo_images(root: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the demo's images under `root`: `train/` and `heldout/` (replaced if present).
-
-    scikit-image's natural sample photos (shipped with the package, no download): the even-numbered ones
-    train, the odd-numbered ones are held out, each cut into `DEMO_TILES` x `DEMO_TILES` tiles.
-    """
-    from PIL import Image
-
-    from . import data
-
-    root = Path(root)
-    train_dir, heldout_dir = root / "train", root / "heldout"
-    shutil.rmtree(root, ignore_errors=True)
-    staging = root / "all"
-    written = [Path(p) for p in data.write_sample_images(staging)]
-    train_dir.mkdir(parents=True)
-    heldout_dir.mkdir(parents=True)
-    for i, path in enumerate(written):
-        if i % 2 == 0:
-            os.replace(path, train_dir / path.name)
-            continue
-        with Image.open(path) as image:
-            width, height = image.size
-            for row in range(DEMO_TILES):
-                for col in range(DEMO_TILES):
-                    box = (
-                        col * width // DEMO_TILES,
-                        row * height // DEMO_TILES,
-                        (col + 1) * width // DEMO_TILES,
-                        (row + 1) * height // DEMO_TILES,
-                    )
-                    image.crop(box).save(heldout_dir / f"{path.stem}_tile{row}{col}.png")
-    shutil.rmtree(staging)
-    return train_dir, heldout_dir
 
 
 def distillation_loss(
@@ -960,7 +491,7 @@ class DistillTrainer:
             dataset_identity = {
                 "train_dir": str(Path(self.train_dir).resolve()),
                 "num_images": self.num_train_images,
-                "files": _folder_listing_hash(self.train_dir),
+                "files": folder_listing_hash(self.train_dir),
             }
         else:
             dataset_identity = {
@@ -1507,14 +1038,14 @@ class DistillTrainer:
                 student.save_pretrained(folder, safe_serialization=True)
                 self.image_processor.save_pretrained(folder)
 
-            _atomic_save(save, self.output_dir)
+            atomic_save(save, self.output_dir)
             if self.demo_base is not None:
                 demo_base_dir = self.output_dir / DEMO_BASE_DIR
                 self.demo_base.save_pretrained(demo_base_dir)
                 self.image_processor.save_pretrained(demo_base_dir)
             metrics = self.evaluate()
-            _atomic_write_json(self.output_dir / constants.METRICS_FILE, metrics)
-            _atomic_write_json(self.output_dir / constants.TRAINING_SETTINGS_FILE, self.training_settings())
+            atomic_write_json(self.output_dir / constants.METRICS_FILE, metrics)
+            atomic_write_json(self.output_dir / constants.TRAINING_SETTINGS_FILE, self.training_settings())
             logger.info(f"Saved the student, image processor, settings and metrics to {self.output_dir}")
         accelerator.wait_for_everyone()
         return {

@@ -1,0 +1,101 @@
+"""The offline demo: a synthetic planted-artifact teacher, a DINOv2-style image processor and sample photos.
+
+With no `--teacher`, `examples/distill.py` distills a small random-init DINOv2 whose artifacts were planted on
+purpose (`synthetic.py`; NOT a pretrained model) on scikit-image's natural sample photos: the whole pipeline,
+offline, in about 30 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+# The offline demo's teacher: the default planted-artifact DINOv2 of `synthetic.py` (random init, NOT pretrained).
+DEMO_TEACHER_KWARGS = dict(
+    model_type="dinov2",
+    hidden_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=112,
+    patch_size=14,
+)
+# How the settings JSON and the model card name a synthetic base (`synthetic.py`). Not a Hub id on purpose: a card
+# must not link it to a Hub repository nor list it as base_model.
+SYNTHETIC_BASE_NAME = "synthetic planted-artifact {model_type} (random init, not pretrained)"
+# The demo holds out every other sample photo, cut into DEMO_TILES x DEMO_TILES tiles: more held-out images for
+# the position-locked measure, whose floor is about 1 / number of images (20 photos would leave too few).
+DEMO_TILES = 2
+# The demo's synthetic base model (stock Dinov2Model + image processor), saved in output_dir for `phreg eval`.
+DEMO_BASE_DIR = "demo_base"
+
+
+def build_demo_teacher() -> PreTrainedModel:
+    """The demo's synthetic teacher: a random-init DINOv2 with planted artifacts (see `synthetic.py`)."""
+    from .synthetic import build_planted_artifact_model
+
+    return build_planted_artifact_model(**DEMO_TEACHER_KWARGS)
+
+
+def build_demo_image_processor(resolution: int):
+    """A DINOv2-style (`BitImageProcessor`) processor: short side to R, R x R center crop, ImageNet mean/std."""
+    import transformers
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    # Without torchvision, transformers 5 falls back to (and warns about) the PIL backend; pick it directly.
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "BitImageProcessorPil"):
+        processor_class = transformers.BitImageProcessorPil
+    else:
+        processor_class = transformers.BitImageProcessor
+    return processor_class(
+        do_resize=True,
+        size={"shortest_edge": resolution},
+        resample=3,  # bicubic, as DINOv2's own processor
+        do_center_crop=True,
+        crop_size={"height": resolution, "width": resolution},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(IMAGENET_DEFAULT_MEAN),
+        image_std=list(IMAGENET_DEFAULT_STD),
+        do_convert_rgb=True,
+    )
+
+
+def write_demo_images(root: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the demo's images under `root`: `train/` and `heldout/` (replaced if present).
+
+    scikit-image's natural sample photos (shipped with the package, no download): the even-numbered ones
+    train, the odd-numbered ones are held out, each cut into `DEMO_TILES` x `DEMO_TILES` tiles.
+    """
+    from PIL import Image
+
+    from . import data
+
+    root = Path(root)
+    train_dir, heldout_dir = root / "train", root / "heldout"
+    shutil.rmtree(root, ignore_errors=True)
+    staging = root / "all"
+    written = [Path(p) for p in data.write_sample_images(staging)]
+    train_dir.mkdir(parents=True)
+    heldout_dir.mkdir(parents=True)
+    for i, path in enumerate(written):
+        if i % 2 == 0:
+            os.replace(path, train_dir / path.name)
+            continue
+        with Image.open(path) as image:
+            width, height = image.size
+            for row in range(DEMO_TILES):
+                for col in range(DEMO_TILES):
+                    box = (
+                        col * width // DEMO_TILES,
+                        row * height // DEMO_TILES,
+                        (col + 1) * width // DEMO_TILES,
+                        (row + 1) * height // DEMO_TILES,
+                    )
+                    image.crop(box).save(heldout_dir / f"{path.stem}_tile{row}{col}.png")
+    shutil.rmtree(staging)
+    return train_dir, heldout_dir
