@@ -939,7 +939,7 @@ class DistillTrainer:
             return self.args.hub_license
         if self.is_synthetic:
             return "apache-2.0"
-        from .hub import base_model_license
+        from .model_card import base_model_license
 
         return base_model_license(self.base_model_id, self.args.hub_token)
 

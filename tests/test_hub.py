@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, BitImageProcessor
 
 import phreg_hf
-from phreg_hf import cli, hub
+from phreg_hf import cli, hub, model_card
 from phreg_hf.constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 
 REPO_ID = "alice/dinov2-phreg-tiny"
@@ -443,7 +443,7 @@ def test_a_variable_the_renderer_does_not_provide_is_an_error(tmp_path, monkeypa
     broken.write_text(
         hub.model_card_template_path().read_text() + "\nTrained on {{ training.gpu_count }} GPUs.\n"
     )
-    monkeypatch.setattr(hub, "model_card_template_path", lambda: broken)
+    monkeypatch.setattr(model_card, "model_card_template_path", lambda: broken)
     with pytest.raises(jinja2.UndefinedError, match="gpu_count"):
         hub.render_model_card(folder, REPO_ID, license="mit")
     with pytest.raises(jinja2.UndefinedError, match="not_given"):
@@ -675,10 +675,10 @@ def test_cli_usage_errors(capsys):
 
 def test_template_ships_inside_the_package():
     # phreg_hf/model_cards links to the top-level model_cards/, so package-data puts the template in the wheel.
-    packaged = Path(phreg_hf.__file__).parent / "model_cards" / hub.TEMPLATE_NAME
+    packaged = Path(phreg_hf.__file__).parent / "model_cards" / model_card.TEMPLATE_NAME
     assert packaged.is_file()
     assert hub.model_card_template_path().read_bytes() == packaged.read_bytes()
-    top_level = Path(phreg_hf.__file__).resolve().parent.parent / "model_cards" / hub.TEMPLATE_NAME
+    top_level = Path(phreg_hf.__file__).resolve().parent.parent / "model_cards" / model_card.TEMPLATE_NAME
     if top_level.is_file():  # a source checkout
         assert top_level.read_bytes() == packaged.read_bytes()
 

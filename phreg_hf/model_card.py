@@ -1,0 +1,649 @@
+"""The model card of a saved PH-Reg student, rendered from `model_cards/phreg_model_card.md`.
+
+`huggingface_hub.ModelCard.from_template` renders it; every fact in it is read from the folder (config.json, the
+run's settings and metrics JSONs, the code files), never typed by hand. `hub.py` uploads the folder with it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub.utils import validate_repo_id
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.utils import IMAGE_PROCESSOR_NAME
+
+from .configuration_phreg import PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
+from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
+from .modeling_phreg import TRAINABLE_PARTS
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "phreg_model_card.md"
+README_FILE = "README.md"
+CONFIG_FILE = "config.json"
+# model_type of a saved student -> (Hub tag of the backbone, its name in prose)
+STUDENT_BACKBONES = {
+    PhregDinov2Config.model_type: ("dinov2", "DINOv2"),
+    PhregViTConfig.model_type: ("vit", "ViT"),
+    PhregCLIPVisionConfig.model_type: ("clip", "CLIP vision"),
+}
+CARD_TAGS = ("phreg", "registers", "vision")
+PIPELINE_TAG = "image-feature-extraction"
+
+TRAINABLE_PART_NAMES = {
+    "registers": "register tokens",
+    "position_embeddings": "position embeddings",
+    "patch_embeddings": "patch-embedding projection",
+    "last_block": "last transformer block",
+}
+# Columns of the results table, in this order (the metrics JSON's "rows"); other rows follow, sorted.
+METRIC_ROW_LABELS = {
+    "base": "Base model (before)",
+    "teacher": "Denoised teacher",
+    "student": "PH-Reg student (after)",
+}
+# Which way is better, for the measures whose meaning METHOD.md fixes. A metrics JSON may add or override
+# entries with an optional {"better": {metric: "lower" | "higher"}}; unknown measures get no arrow.
+METRIC_BETTER = {
+    "outlier_ratio": "lower",
+    "max_to_median_norm": "lower",
+    "teacher_agreement": "higher",
+    "position_locked_energy": "lower",
+}
+METRIC_DESCRIPTIONS = {
+    "outlier_ratio": "share of patch tokens whose norm exceeds a robust threshold of the image's patch norms",
+    "max_to_median_norm": "largest patch-token norm over the median patch-token norm",
+    "teacher_agreement": "cosine similarity of patch tokens to the denoised teacher's features",
+    "position_locked_energy": "share of the feature variance explained by grid position alone, across images",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading a saved student folder
+def model_card_template_path() -> Path:
+    """The card template: `phreg_hf/model_cards/` in an installed wheel (a symlink to the top-level `model_cards/`
+    in a checkout), else the top-level `model_cards/` next to the package in a source checkout."""
+    package_dir = Path(__file__).resolve().parent
+    candidates = (
+        Path(__file__).parent / "model_cards" / TEMPLATE_NAME,
+        package_dir.parent / "model_cards" / TEMPLATE_NAME,
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"Model card template {TEMPLATE_NAME} not found in {[str(c.parent) for c in candidates]}. Reinstall "
+        "phreg-hf (pip install phreg-hf, or pip install -e . in a checkout) so that model_cards/ is shipped."
+    )
+
+
+def read_student_config(folder: str | Path) -> dict:
+    """config.json of a saved PH-Reg student; clear errors for a missing folder or another kind of model."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Output folder {folder} does not exist. Pass the --output_dir of a finished "
+            "`accelerate launch examples/distill.py` run, or a folder written by student.save_pretrained(...)."
+        )
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no {CONFIG_FILE}, so it is not a saved PH-Reg student. Point to the --output_dir of a "
+            "training run, or save a student there with `import phreg_hf; student.save_pretrained(folder)`."
+        )
+    config = _read_json(config_path)
+    model_type = config.get("model_type")
+    if model_type not in STUDENT_BACKBONES:
+        raise ValueError(
+            f"{folder} holds a {model_type!r} model, not a PH-Reg student (model_type one of "
+            f"{sorted(STUDENT_BACKBONES)}). Build one with phreg_hf.student_from_base(base, num_register_tokens) "
+            "and train it (examples/distill.py), then push its output folder."
+        )
+    if not config.get("auto_map"):
+        raise ValueError(
+            f"{config_path} has no auto_map, so Hub users could not load it with trust_remote_code=True. Re-save "
+            f"it with the code files: `import phreg_hf; AutoModel.from_pretrained({str(folder)!r})"
+            f".save_pretrained({str(folder)!r})`."
+        )
+    return config
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-create it or remove it.") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} should hold a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def _read_optional_json(path: Path) -> dict | None:
+    return _read_json(path) if path.is_file() else None
+
+
+def code_files(folder: str | Path, config: dict | None = None) -> list[str]:
+    """The Python files `trust_remote_code` runs: the modules in `auto_map` and their relative imports."""
+    folder = Path(folder)
+    config = read_student_config(folder) if config is None else config
+    names: list[str] = []
+    for reference in config["auto_map"].values():
+        references = reference if isinstance(reference, (list, tuple)) else [reference]
+        for ref in references:
+            if not ref:
+                continue
+            # "module.Class", or "repo_id--module.Class" when the config was copied from another repository.
+            module = ref.split("--")[-1].rsplit(".", 1)[0]
+            names.append(f"{module}.py")
+    missing = [name for name in dict.fromkeys(names) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder / CONFIG_FILE} names {missing} in auto_map, but they are missing from {folder}. Re-save the "
+            "student after `import phreg_hf` so save_pretrained writes its code files."
+        )
+    for name in list(dict.fromkeys(names)):
+        names += [Path(path).name for path in get_relative_import_files(folder / name)]
+    return sorted(dict.fromkeys(names))
+
+
+def _imported_packages(paths: Sequence[Path]) -> list[str]:
+    """Top-level packages the code files import, other than the standard library and each other."""
+    packages: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                packages.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                packages.add(node.module.split(".")[0])
+    local = {path.stem for path in paths}
+    return sorted(
+        p for p in packages if p not in sys.stdlib_module_names and p not in local and p != "__future__"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# License and base model
+def _is_hub_id(name: str | None) -> bool:
+    if not name or name.startswith((".", "/", "~")) or Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _license_from_card_data(data: Any) -> dict | None:
+    license_id = getattr(data, "license", None) if data is not None else None
+    if not license_id:
+        return None
+    info = {"license": license_id}
+    for key in ("license_name", "license_link"):
+        if getattr(data, key, None):
+            info[key] = getattr(data, key)
+    return info
+
+
+def _local_license(license: str | None, base_model: str | None, settings: dict | None) -> dict | None:
+    """The license from, in order: the explicit argument, the trainer's settings, a local base model's README.md."""
+    if license:
+        return {"license": license}
+    if settings and settings.get("license"):
+        return {"license": settings["license"]}
+    if base_model and (Path(base_model) / README_FILE).is_file():
+        return _license_from_card_data(ModelCard.load(Path(base_model) / README_FILE).data)
+    return None
+
+
+def _hub_license(base_model: str | None, token: str | None) -> dict | None:
+    """Best effort: the license in the base model's Hub card metadata (one network call, errors ignored)."""
+    if not _is_hub_id(base_model):
+        return None
+    try:
+        info = HfApi(token=token).model_info(base_model)
+    except Exception as error:  # noqa: BLE001 - any failure just means "unknown": the caller asks for --license
+        logger.info("Could not read the license of %s from the Hub: %s", base_model, error)
+        return None
+    return _license_from_card_data(getattr(info, "card_data", None))
+
+
+def base_model_license(base_model: str | None, token: str | None = None) -> str | None:
+    """The license identifier of a base model: a local folder's README.md metadata, else its Hub card (one
+    best-effort network call; any failure means unknown). None when unknown; the trainer records the result in
+    its settings JSON so that the card (and a later `phreg push`) need not look it up again."""
+    info = _local_license(None, base_model, None) or _hub_license(base_model, token)
+    return info["license"] if info else None
+
+
+def _license_error(folder: Path, repo_id: str, base_model: str | None, looked_up_online: bool) -> ValueError:
+    source = f"the base model {base_model!r}" if base_model else "its base model (not recorded)"
+    if looked_up_online:
+        online = " Its Hub card gave none, or could not be read."
+    elif _is_hub_id(base_model):
+        online = (
+            " (The base model's Hub card is read only by a real push, not by --dry_run or render_model_card.)"
+        )
+    else:
+        online = ""
+    return ValueError(
+        f"The license of this model is unknown: it inherits the license of {source}, which is not recorded in "
+        f"{folder / TRAINING_SETTINGS_FILE} or in a local base model's README.md.{online} Pass the base model's "
+        "license identifier (e.g. apache-2.0, mit; see https://huggingface.co/docs/hub/repositories-licenses) "
+        f"with --license:\n    phreg push {shlex.quote(str(folder))} {repo_id} --license LICENSE\n"
+        "or license=... from Python."
+    )
+
+
+def _resolve_base_model(base_model: str | None, settings: dict | None) -> str | None:
+    if base_model:
+        return base_model
+    recorded = (settings or {}).get("base_model")
+    return str(recorded) if recorded else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Formatting
+def _human_size(num_bytes: int) -> str:
+    size = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _format_number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _format_value(value: Any) -> str:
+    """A setting as table-safe text (never 'None')."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return _format_number(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_format_value(v)}" for k, v in value.items()) or "-"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = float(seconds)
+    hours, rest = divmod(int(round(seconds)), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if minutes or hours else []
+    parts += [] if hours else [f"{secs} s"]
+    return " ".join(parts)
+
+
+def _format_trained_parts(parts: Sequence[str]) -> str:
+    names = [TRAINABLE_PART_NAMES.get(part, part) for part in parts]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _base_model_link(base_model: str) -> str:
+    return (
+        f"[{base_model}](https://huggingface.co/{base_model})"
+        if _is_hub_id(base_model)
+        else f"`{base_model}`"
+    )
+
+
+def _format_dataset(dataset: Any) -> str:
+    if not isinstance(dataset, dict):
+        return _format_value(dataset)
+    if dataset.get("name"):
+        name = str(dataset["name"])
+        text = f"[{name}](https://huggingface.co/datasets/{name})" if _is_hub_id(name) else f"`{name}`"
+        if dataset.get("config"):
+            text += f" (config `{dataset['config']}`)"
+        if dataset.get("split"):
+            text += f", split `{dataset['split']}`"
+    elif dataset.get("train_dir"):
+        text = f"local image folder `{Path(str(dataset['train_dir'])).name}`"
+    else:
+        text = "unrecorded images"
+    if dataset.get("num_images") is not None:
+        text += f" ({dataset['num_images']} images)"
+    return text
+
+
+def _dataset_ids(settings: dict | None) -> list[str]:
+    dataset = (settings or {}).get("dataset")
+    name = dataset.get("name") if isinstance(dataset, dict) else None
+    return [str(name)] if _is_hub_id(name) else []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Template variables
+_BATCH_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes")
+# Settings not shown in the card table: the raw command line (kept in full in the uploaded JSON).
+_HIDDEN_SETTINGS = ("args",)
+
+
+def _training_facts(settings: dict | None) -> dict:
+    """Prose sentence, table rows and resolution of the run, from the trainer's settings JSON."""
+    if not settings:
+        return {"sentence": "", "rows": [], "resolution": ""}
+    rows: list[dict] = []
+    shown: set[str] = set()
+
+    def add(label: str, key: str, text: str) -> None:
+        rows.append({"label": label, "value": text})
+        shown.add(key)
+
+    settings = dict(settings)
+    if "base_model" in settings:
+        add("Base model", "base_model", _base_model_link(str(settings["base_model"])))
+    if "model_type" in settings:
+        add("Student model type", "model_type", f"`{settings['model_type']}`")
+    if "num_register_tokens" in settings:
+        add("Register tokens", "num_register_tokens", _format_value(settings["num_register_tokens"]))
+    parts = settings.get("trainable_parts")
+    if parts:
+        add("Trained parts", "trainable_parts", _format_trained_parts(parts) + " (everything else frozen)")
+    if "dataset" in settings:
+        add("Training data", "dataset", _format_dataset(settings["dataset"]))
+    resolution = ""
+    if settings.get("resolution"):
+        resolution = f"{settings['resolution']} x {settings['resolution']} px"
+        add("Resolution", "resolution", resolution)
+    if "num_views" in settings:
+        add("Teacher views K", "num_views", _format_value(settings["num_views"]))
+    if "shift_frac" in settings:
+        add(
+            "Largest view shift",
+            "shift_frac",
+            f"{_format_value(settings['shift_frac'])} of the patch grid side",
+        )
+    if "mse_scale" in settings:
+        add("Loss", "mse_scale", f"(1 - cosine similarity) + {_format_value(settings['mse_scale'])} x MSE")
+    if all(settings.get(key) is not None for key in _BATCH_KEYS):
+        per_device, accumulation, processes = (int(settings[key]) for key in _BATCH_KEYS)
+        rows.append(
+            {
+                "label": "Batch size",
+                "value": f"{per_device * accumulation * processes} ({per_device} per device x {accumulation} "
+                f"accumulation steps x {processes} processes)",
+            }
+        )
+        shown.update(_BATCH_KEYS)
+    for key, label in (("global_steps", "Optimizer steps"), ("epochs", "Epochs")):
+        if key in settings:
+            add(label, key, _format_value(settings[key]))
+    if "mixed_precision" in settings:
+        add("Mixed precision", "mixed_precision", _format_value(settings["mixed_precision"]))
+    if "hardware" in settings:
+        add("Hardware", "hardware", _format_value(settings["hardware"]))
+    if settings.get("train_runtime_s") is not None:
+        add("Training time", "train_runtime_s", _format_duration(settings["train_runtime_s"]))
+    if "skipped_images" in settings:
+        add("Skipped images", "skipped_images", _format_value(settings["skipped_images"]))
+    if "versions" in settings:
+        add("Software", "versions", _format_value(settings["versions"]))
+    # Everything else the trainer recorded (optimizer settings, ...) under its own key.
+    for key, value in settings.items():
+        if key not in shown and key not in _HIDDEN_SETTINGS:
+            add(f"`{key}`", key, _format_value(value))
+
+    clauses = []
+    if parts:
+        clauses.append(f"Only the {_format_trained_parts(parts)} were trained")
+    else:
+        clauses.append("It was trained")
+    if settings.get("global_steps") is not None:
+        clauses.append(f"for {settings['global_steps']} optimizer steps")
+    if settings.get("dataset"):
+        clauses.append(f"on {_format_dataset(settings['dataset'])}")
+    if resolution:
+        clauses.append(f"at {resolution}")
+    if settings.get("num_views") is not None:
+        clauses.append(f"against a teacher averaged over K = {settings['num_views']} views")
+    if settings.get("hardware"):
+        clauses.append(f"on {_format_value(settings['hardware'])}")
+    if settings.get("train_runtime_s") is not None:
+        clauses.append(f"in {_format_duration(settings['train_runtime_s'])}")
+    sentence = " ".join(clauses) + "." if len(clauses) > 1 else ""
+    return {"sentence": sentence, "rows": rows, "resolution": resolution}
+
+
+def _results(metrics: dict | None) -> dict:
+    """Results table from the metrics JSON: one row per measure, one column per model (base, teacher, student)."""
+    if not metrics:
+        return {"description": "", "columns": [], "rows": [], "notes": [], "scope": ""}
+    model_rows = metrics.get("rows")
+    if not isinstance(model_rows, dict) or not model_rows:
+        raise ValueError(
+            f'{METRICS_FILE} has no "rows" ({{"base"|"teacher"|"student": {{metric: value}}}}); re-run '
+            "`phreg eval --out` or remove the file to push without results."
+        )
+    order = [name for name in METRIC_ROW_LABELS if name in model_rows]
+    order += sorted(name for name in model_rows if name not in METRIC_ROW_LABELS)
+    measures = list(dict.fromkeys(name for row in order for name in model_rows[row]))
+    better = {**METRIC_BETTER, **(metrics.get("better") or {})}
+    descriptions = {**METRIC_DESCRIPTIONS, **(metrics.get("descriptions") or {})}
+
+    def cell(value: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return _format_number(value)
+        return "n/a"
+
+    rows = [
+        {
+            "name": name,
+            "better": better.get(name, "-"),
+            "cells": [cell(model_rows[row].get(name)) for row in order],
+        }
+        for name in measures
+    ]
+    pieces = []
+    if metrics.get("num_images") is not None:
+        pieces.append(f"{metrics['num_images']} held-out images")
+    else:
+        pieces.append("held-out images")
+    if metrics.get("images"):
+        pieces.append(f"(`{Path(str(metrics['images'])).name or metrics['images']}`)")
+    if metrics.get("resolution"):
+        pieces.append(f"at {metrics['resolution']} x {metrics['resolution']} px")
+    scope = ""
+    if "teacher" in model_rows:
+        scope = (
+            "The denoised teacher is the frozen base model averaged over shifted and flipped views: the target the "
+            "student was distilled towards, which costs K forward passes per image; it is not part of this repository."
+        )
+    return {
+        "description": " ".join(pieces),
+        "columns": [METRIC_ROW_LABELS.get(row, row) for row in order],
+        "rows": rows,
+        "notes": [{"name": n, "text": descriptions[n]} for n in measures if n in descriptions],
+        "scope": scope,
+    }
+
+
+def _check_settings_match_config(folder: Path, settings: dict | None, config: dict) -> None:
+    """The card describes the weights in config.json: settings recorded for another model would make it lie."""
+    for key in ("model_type", "num_register_tokens"):
+        recorded = (settings or {}).get(key)
+        if recorded is not None and recorded != config.get(key):
+            raise ValueError(
+                f"{folder / TRAINING_SETTINGS_FILE} records {key}={recorded!r} but {folder / CONFIG_FILE} has "
+                f"{config.get(key)!r}: the settings belong to another model. Put the matching {TRAINING_SETTINGS_FILE} "
+                "there, or remove it to push without training details."
+            )
+
+
+def _assert_no_none(value: Any, where: str = "template variables") -> None:
+    """None would render as the word 'None' in the card: every variable must be a real value or empty."""
+    if value is None:
+        raise ValueError(f"{where} is None; the model card renderer must pass text, numbers or empty values.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _assert_no_none(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _assert_no_none(item, f"{where}[{index}]")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as error:
+        raise ValueError(f"Invalid Hub repository id {repo_id!r}: {error}") from error
+    if repo_id.count("/") != 1:
+        raise ValueError(
+            f"Hub repository id {repo_id!r} needs its namespace, as in 'your-user-or-org/{repo_id}': the model card's "
+            "code snippets name the full id."
+        )
+
+
+def render_template(template_path: str | Path, card_data: ModelCardData, **template_kwargs) -> ModelCard:
+    """`ModelCard.from_template`, after a strict render that fails on any variable the template uses but is not
+    given (jinja2.StrictUndefined; from_template itself renders a missing variable as an empty string)."""
+    template_text = Path(template_path).read_text(encoding="utf-8")
+    strict = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    variables = {**card_data.to_dict(), **template_kwargs}
+    strict.from_string(template_text).render(card_data=card_data.to_yaml(), **variables)
+    card = ModelCard.from_template(card_data, template_path=str(template_path), **template_kwargs)
+    leftovers = [marker for marker in ("{{", "{%", "{#") if marker in str(card)]
+    if leftovers:
+        raise ValueError(
+            f"The rendered model card still contains Jinja markers {leftovers}; fix {template_path}."
+        )
+    return card
+
+
+def render_model_card(
+    folder: str | Path,
+    repo_id: str,
+    license: str | None = None,
+    base_model: str | None = None,
+    *,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    export_subfolder: str | None = None,
+) -> ModelCard:
+    """Render the model card of the saved student in `folder` for the Hub repository `repo_id`.
+
+    Reads `config.json`, the code files, and `phreg_training.json` / `phreg_metrics.json` when present.
+
+    Args:
+        folder: a saved student (a training run's output dir, or `student.save_pretrained(folder)`).
+        repo_id: "namespace/name" of the Hub repository the card is for (used in the code snippets).
+        license: license identifier; defaults to the one recorded in the settings JSON or in a local base model's
+            README.md. A ValueError naming `--license` is raised when it stays unknown.
+        base_model: Hub id (or local path) of the base model; defaults to the settings JSON's `base_model`.
+        license_name, license_link: for `license="other"`.
+        export_subfolder: subfolder holding the stock `Dinov2WithRegistersModel` export, if one is uploaded.
+
+    Returns:
+        The `huggingface_hub.ModelCard` (not written anywhere; `card.save(path)` writes it).
+    """
+    folder = Path(folder)
+    config = read_student_config(folder)
+    _check_repo_id(repo_id)
+    settings = _read_optional_json(folder / TRAINING_SETTINGS_FILE)
+    metrics = _read_optional_json(folder / METRICS_FILE)
+    base_model = _resolve_base_model(base_model, settings)
+    license_info = _local_license(license, base_model, settings)
+    if license_info is None:
+        raise _license_error(folder, repo_id, base_model, looked_up_online=False)
+    if license_name:
+        license_info["license_name"] = license_name
+    if license_link:
+        license_info["license_link"] = license_link
+
+    model_type = config["model_type"]
+    _check_settings_match_config(folder, settings, config)
+    backbone_tag, backbone_name = STUDENT_BACKBONES[model_type]
+    base_hub_id = base_model if _is_hub_id(base_model) else None
+    card_data = ModelCardData(
+        library_name="transformers",
+        base_model=base_hub_id,
+        base_model_relation="finetune" if base_hub_id else None,
+        datasets=_dataset_ids(settings) or None,
+        pipeline_tag=PIPELINE_TAG,
+        tags=[*CARD_TAGS, backbone_tag],
+        **license_info,
+    )
+
+    if base_hub_id:
+        base_phrase = f"the {backbone_name} model {_base_model_link(base_hub_id)}"
+    elif base_model:
+        base_phrase = (
+            f"the {backbone_name} model `{Path(base_model).name or base_model}` (not a Hub model id)"
+        )
+    else:
+        base_phrase = f"a {backbone_name} model (its base checkpoint is not recorded)"
+    has_image_processor = (folder / IMAGE_PROCESSOR_NAME).is_file()
+    processor_source = repo_id if has_image_processor else (base_hub_id or "<base model id>")
+    patch_size = config.get("patch_size", "?")
+    patch_size = patch_size[0] if isinstance(patch_size, list) else patch_size
+    image_size = config.get("image_size", "?")
+    image_size = image_size[0] if isinstance(image_size, list) else image_size
+    num_registers = int(config.get("num_register_tokens", 0))
+    parts = (settings or {}).get("trainable_parts")
+    trained_parts_text = (
+        f"the {_format_trained_parts(parts)}"
+        if parts
+        else f"the parts PH-Reg trained (by default the {_format_trained_parts(TRAINABLE_PARTS)})"
+    )
+    versions = (settings or {}).get("versions") or {}
+    phreg_version = ""
+    if isinstance(versions, dict):
+        phreg_version = str(versions.get("phreg_hf") or versions.get("phreg-hf") or "")
+
+    remote_code = code_files(folder, config)
+    template_kwargs = {
+        "repo_id": repo_id,
+        "model_name": repo_id.split("/")[-1],
+        "base_model_phrase": base_phrase,
+        "num_register_tokens": num_registers,
+        "token_layout": f"1 + {num_registers} + patches",
+        "hidden_size": config.get("hidden_size", "?"),
+        "patch_size": patch_size,
+        "image_size": image_size,
+        "has_image_processor": has_image_processor,
+        "processor_source": processor_source,
+        "is_dinov2": model_type == PhregDinov2Config.model_type,
+        "export_subfolder": export_subfolder or "",
+        "has_settings": settings is not None,
+        "settings_file": TRAINING_SETTINGS_FILE,
+        "training": _training_facts(settings),
+        "has_metrics": metrics is not None,
+        "metrics_file": METRICS_FILE,
+        "results": _results(metrics),
+        "trained_parts_text": trained_parts_text,
+        "code_files": [{"name": n, "sha256": _sha256(folder / n)} for n in remote_code],
+        "code_imports": ", ".join(f"`{p}`" for p in _imported_packages([folder / n for n in remote_code]))
+        or "nothing else",
+        "phreg_version": phreg_version,
+        "previews": [
+            path.relative_to(folder).as_posix() for path in sorted((folder / PREVIEWS_DIR).glob("*.png"))
+        ],
+    }
+    _assert_no_none(template_kwargs)
+    return render_template(model_card_template_path(), card_data, **template_kwargs)
