@@ -9,6 +9,7 @@ normalized with the base model's image-processor mean and std.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,17 @@ SAMPLE_IMAGE_FILES = (
     "motorcycle_right.png",
 )
 
-# Errors PIL raises for unreadable, truncated or corrupt files. DecompressionBombError (an image so large it
-# may be an attack) is deliberately not among them: it stops the run, since skipping would hide it.
-UNREADABLE_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+# Errors PIL raises for unreadable, truncated or corrupt files, and for decompression bombs (an image with more
+# pixels than PIL's limit: possibly an attack, and in any case not a training image). Each is skipped, counted
+# and named, like any other unreadable file.
+UNREADABLE_IMAGE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    Image.DecompressionBombError,
+)
 
 
 def image_extensions() -> set[str]:
@@ -102,31 +111,84 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(value) -> Image.Image | None:
-    """An RGB PIL image from what a dataset holds, or None when the file cannot be read.
+def open_image(value) -> Image.Image:
+    """An RGB PIL image, upright, from what a dataset holds; raises one of `UNREADABLE_IMAGE_ERRORS` if unreadable.
 
-    Accepts `{"bytes": ..., "path": ...}` (datasets' `Image(decode=False)`), a PIL image, bytes or a path.
-    Unreadable, truncated or corrupt files are logged (with their path) and give None.
+    Accepts `{"bytes": ..., "path": ...}` (datasets' `Image(decode=False)`), a PIL image, bytes or a path. The
+    EXIF orientation is applied (as `datasets` and transformers' `load_image` do), so a photo taken in portrait
+    is seen upright.
     """
-    source = value
-    try:
-        if isinstance(value, Image.Image):
-            image = value
+    if isinstance(value, Image.Image):
+        image = value
+    else:
+        if isinstance(value, dict):
+            data = value.get("bytes")
+            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(value["path"])
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(value))
         else:
-            if isinstance(value, dict):
-                source = value.get("path") or "<bytes>"
-                data = value.get("bytes")
-                image = Image.open(io.BytesIO(data)) if data is not None else Image.open(value["path"])
-            elif isinstance(value, (bytes, bytearray)):
-                source = "<bytes>"
-                image = Image.open(io.BytesIO(value))
-            else:
-                image = Image.open(value)
-            image.load()  # decode now, so truncated files fail here
-        return to_rgb(image)
+            image = Image.open(value)
+        image.load()  # decode now, so truncated files fail here
+    image = ImageOps.exif_transpose(image)
+    return to_rgb(image)
+
+
+def image_source_name(value) -> str:
+    """How a message names an image: its path, or `<bytes>` / `<PIL image>`."""
+    if isinstance(value, dict):
+        return str(value.get("path") or "<bytes>")
+    if isinstance(value, (bytes, bytearray)):
+        return "<bytes>"
+    if isinstance(value, Image.Image):
+        return "<PIL image>"
+    return str(value)
+
+
+def unreadable_reason(value, error: BaseException) -> str:
+    """`'path: ErrorType: message'`, the one line that names an unreadable image and why."""
+    return f"{image_source_name(value)}: {type(error).__name__}: {error}"
+
+
+def decode_image(value, *, log: bool = True) -> Image.Image | None:
+    """`open_image`, or None when the file cannot be read (logged with its path unless `log=False`)."""
+    try:
+        return open_image(value)
     except UNREADABLE_IMAGE_ERRORS as error:
-        logger.warning(f"Skipping unreadable image {source}: {type(error).__name__}: {error}")
+        if log:
+            logger.warning(f"Skipping unreadable image {unreadable_reason(value, error)}")
         return None
+
+
+def check_file_names(folder: str | os.PathLike, option: str = "--train_dir") -> None:
+    """Refuse file names that are not valid UTF-8 (datasets' imagefolder cannot read them), naming the file.
+
+    On POSIX such bytes reach Python as lone surrogates (PEP 383); they cannot be encoded as UTF-8.
+    """
+    for path in Path(folder).rglob("*"):
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(path)
+            raise ValueError(
+                f"{option} {folder}: the file name {raw!r} is not valid UTF-8, which datasets' imagefolder "
+                "cannot read. Rename it (e.g. `convmv -f latin1 -t utf-8 --notest -r FOLDER`, or by hand)."
+            ) from None
+
+
+def folder_content_hash(folder: str | os.PathLike) -> str:
+    """sha256 over the relative path and the bytes of every file under `folder` (a cache's image set).
+
+    Content, not sizes or times: an image replaced by another of the same size changes the hash.
+    """
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def load_image_dataset(
@@ -160,6 +222,7 @@ def load_image_dataset(
                 f"--train_dir {folder} holds no image files; supported extensions include "
                 ".jpg, .jpeg, .png, .webp, .bmp, .tif, .gif."
             )
+        check_file_names(folder)
         dataset = datasets.load_dataset(
             "imagefolder", data_dir=str(folder), split=split, streaming=streaming, cache_dir=cache_dir
         )
@@ -267,10 +330,14 @@ class _DistillItems:
         """New random crops each epoch (unless `crop_seed_fn` fixes them, as the teacher cache does)."""
         self.epoch = epoch
 
-    def item(self, example: dict, index: int) -> dict | None:
-        image = decode_image(example[self.image_column])
-        if image is None:
-            return None
+    def item(self, example: dict, index: int) -> dict:
+        """`{"pixel_values", "index"}`, or `{"index", "unreadable": reason}` for a file that cannot be read (the
+        trainer names each such file once, however many epochs meet it)."""
+        value = example[self.image_column]
+        try:
+            image = open_image(value)
+        except UNREADABLE_IMAGE_ERRORS as error:
+            return {"index": index, "unreadable": unreadable_reason(value, error)}
         crop_seed = (
             self.crop_seed_fn(index)
             if self.crop_seed_fn is not None
@@ -280,12 +347,12 @@ class _DistillItems:
 
 
 class DistillImageDataset(_DistillItems, torch.utils.data.Dataset):
-    """Map-style: item i is `{"pixel_values": (3, R, R), "index": i}`, or None when image i is unreadable."""
+    """Map-style: item i is `{"pixel_values": (3, R, R), "index": i}` (see `item` for unreadable images)."""
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, index: int) -> dict:
         return self.item(self.dataset[int(index)], int(index))
 
 
@@ -306,11 +373,13 @@ class IterableDistillImageDataset(_DistillItems, torch.utils.data.IterableDatase
 
 
 def collate_skipping_corrupt(batch: list[dict | None]) -> dict:
-    """Stack the readable items: `{"pixel_values": (B, 3, R, R), "index": (B,), "num_skipped": int}`.
+    """Stack the readable items: `{"pixel_values": (B, 3, R, R), "index": (B,), "num_skipped": int,
+    "unreadable": [(index, reason), ...]}`.
 
     B may be 0 when every image of the batch was unreadable; the trainer skips such a batch.
     """
-    good = [item for item in batch if item is not None]
+    good = [item for item in batch if item is not None and "unreadable" not in item]
+    unreadable = [(int(item["index"]), item["unreadable"]) for item in batch if item and "unreadable" in item]
     if good:
         pixel_values = torch.stack([item["pixel_values"] for item in good])
     else:
@@ -319,4 +388,5 @@ def collate_skipping_corrupt(batch: list[dict | None]) -> dict:
         "pixel_values": pixel_values,
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "num_skipped": len(batch) - len(good),
+        "unreadable": unreadable,
     }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,8 @@ from .metrics import HIGHER_IS_BETTER, artifact_report
 from .modeling_phreg import PhregRegisterMixin, student_class_for, student_from_base
 from .teacher import DenoisingTeacher, TeacherViews, normalized_fill_value, stack_views
 from .teacher_cache import view_seed_for
+
+logger = logging.getLogger(__name__)
 
 # The models of a metrics payload, in table order (keys of its "rows").
 MODEL_ROWS = ("base", "teacher", "student")
@@ -200,12 +203,13 @@ def load_images(
 
     root = Path(folder)
     paths = list_image_files(root, option)
-    # data.py's dataset decodes safely (RGB, corrupt files -> None) given any sequence of {"image": path}.
+    # data.py's dataset decodes safely (RGB, upright, unreadable files reported) given any sequence of {"image": path}.
     dataset = DistillImageDataset([{"image": str(path)} for path in paths], transform)
     items, names, skipped = [], [], 0
     for index, path in enumerate(paths):
         item = dataset[index]
-        if item is None:
+        if "unreadable" in item:
+            logger.warning(f"Skipping unreadable image {item['unreadable']}")
             skipped += 1
             continue
         items.append(item)

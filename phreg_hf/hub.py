@@ -39,6 +39,7 @@ from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from .configuration_phreg import PhregDinov2Config
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
+from .file_checks import check_inside_folder, check_markdown_safe_name, check_safetensors_file
 from .model_card import (
     CONFIG_FILE,
     README_FILE,
@@ -52,17 +53,23 @@ from .model_card import (
     _read_optional_json,
     _resolve_base_model,
     base_model_license,
+    card_is_generated_unedited,
     code_files,
+    folder_run_hash,
     model_card_template_path,
+    read_card_marker,
     read_student_config,
     render_model_card,
     render_template,
+    with_card_marker,
 )
 
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
+# Where a dry run puts the rendered card when README.md is the user's own (never replaced).
+RENDERED_CARD_FILE = "README.phreg.md"
 # Subfolder of the repository that holds the stock `Dinov2WithRegistersModel` export (--export_dinov2_with_registers).
 EXPORT_SUBFOLDER = "dinov2_with_registers"
 # Pickle-based formats can run code when loaded: never uploaded, and their presence stops a push.
@@ -109,6 +116,9 @@ class PushResult:
     plan: UploadPlan
     card: ModelCard
     commit: CommitInfo | None = None  # None for a dry run
+    card_path: Path | None = (
+        None  # where the card was written (README.md, or README.phreg.md beside a user's own)
+    )
 
     @property
     def commit_url(self) -> str | None:
@@ -123,6 +133,12 @@ def _weight_files(folder: Path) -> list[str]:
     index_path = folder / SAFETENSORS_INDEX_FILE
     if index_path.is_file():
         shards = sorted(set(_read_json(index_path).get("weight_map", {}).values()))
+        escaping = [shard for shard in shards if Path(shard).name != shard]
+        if escaping:
+            raise ValueError(
+                f"{index_path} names weight files outside {folder}: {escaping}. Re-save the model with "
+                "save_pretrained(folder)."
+            )
         missing = [shard for shard in shards if not (folder / shard).is_file()]
         if missing or not shards:
             raise FileNotFoundError(
@@ -147,15 +163,19 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
     Raises:
         ValueError: a pickle file (.bin/.pt/.pth/.pkl/.pickle/.ckpt) sits among the files of the repository
             (top level or previews/); they can run code when loaded and are never uploaded, so remove them first.
+            Also: a file to upload is a symbolic link or lies outside `folder` (nothing outside the folder the
+            user named is uploaded), a preview's name would break the card's markdown, or a weight file is
+            truncated or corrupt (each checked before anything is uploaded).
         FileNotFoundError: no folder, no config.json, no safetensors, missing code files, or (with
             `require_readme`) no README.md.
     """
     folder = Path(folder)
     config = read_student_config(folder)
+    weight_files = _weight_files(folder)
     wanted = {
         CONFIG_FILE,
         *code_files(folder, config),
-        *_weight_files(folder),
+        *weight_files,
         IMAGE_PROCESSOR_NAME,
         TRAINING_SETTINGS_FILE,
         METRICS_FILE,
@@ -166,23 +186,28 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
     pickles: list[str] = []
     for path in sorted(folder.iterdir()):
         name = path.name
-        if path.is_dir():
-            if name == PREVIEWS_DIR:
-                for preview in sorted(path.rglob("*")):
-                    relative = preview.relative_to(folder).as_posix()
-                    if preview.suffix.lower() in PICKLE_SUFFIXES:
-                        pickles.append(relative)
-                    elif preview.is_file() and preview.suffix.lower() == ".png" and preview.parent == path:
-                        files.append(UploadFile(relative, preview, preview.stat().st_size))
-                    elif preview.is_file():
-                        skipped.append((relative, "only previews/*.png are uploaded"))
-            elif name.startswith("checkpoint"):
+        if name == PREVIEWS_DIR:
+            if path.is_symlink():
+                check_inside_folder(path, folder)  # refuses the link, naming it
+            for preview in sorted(path.rglob("*")):
+                relative = preview.relative_to(folder).as_posix()
+                if preview.suffix.lower() in PICKLE_SUFFIXES:
+                    pickles.append(relative)
+                elif preview.suffix.lower() == ".png" and preview.parent == path:
+                    check_inside_folder(preview, folder)
+                    check_markdown_safe_name(relative)
+                    files.append(UploadFile(relative, preview, preview.stat().st_size))
+                elif preview.is_file() or preview.is_symlink():
+                    skipped.append((relative, "only previews/*.png are uploaded"))
+        elif path.is_dir() and not path.is_symlink():
+            if name.startswith("checkpoint"):
                 skipped.append((f"{name}/", "training checkpoint, never uploaded"))
             else:
                 skipped.append((f"{name}/", "folder that is not part of the model (logs, caches, ...)"))
         elif path.suffix.lower() in PICKLE_SUFFIXES:
             pickles.append(name)
-        elif name in wanted and path.is_file():
+        elif name in wanted:
+            check_inside_folder(path, folder)
             files.append(UploadFile(name, path, path.stat().st_size))
         elif path.suffix == ".safetensors" or name.endswith(".safetensors.index.json"):
             skipped.append((name, "not the checkpoint transformers loads from this folder"))
@@ -194,6 +219,9 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
             "loaded. PH-Reg repositories hold safetensors only: delete or move these files (the weights are in "
             "*.safetensors), then retry."
         )
+    for name in weight_files:
+        if name.endswith(".safetensors"):
+            check_safetensors_file(folder / name)
     if require_readme and not (folder / README_FILE).is_file():
         raise FileNotFoundError(f"{folder} has no {README_FILE}; render it with render_model_card first.")
     return UploadPlan(folder, sorted(files, key=lambda f: f.path_in_repo), skipped)
@@ -245,6 +273,29 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (OSError, *http_library_errors)
 
 
+def readme_status(folder: str | Path) -> str:
+    """What `folder/README.md` is, for deciding whether a push may write or upload it.
+
+    - "absent": no README.md;
+    - "rendered": a card phreg-hf rendered and nobody edited since: re-rendering it loses nothing;
+    - "stale": a card (ours, edited or not, or the user's) older than the model files it sits with: the run's
+      files changed after it was written, so it describes another model;
+    - "user": a card written or edited by hand, current.
+    """
+    path = Path(folder) / README_FILE
+    if not path.is_file():
+        return "absent"
+    marker = read_card_marker(path)
+    if marker is not None:
+        run_hash, edited = marker
+        if run_hash != folder_run_hash(folder):
+            return "stale"
+        return "user" if edited else "rendered"
+    run_files = [Path(folder) / name for name in (CONFIG_FILE, TRAINING_SETTINGS_FILE, SAFETENSORS_FILE)]
+    newest_run_file = max((p.stat().st_mtime for p in run_files if p.is_file()), default=0.0)
+    return "stale" if path.stat().st_mtime < newest_run_file else "user"
+
+
 def push_folder_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -271,7 +322,12 @@ def push_folder_to_hub(
         dry_run: render the card and return the plan; no network call at all.
         export_dinov2_with_registers: also upload the stock `Dinov2WithRegistersModel` export (DINOv2 students) to
             the subfolder `dinov2_with_registers/`, loadable with no remote code.
-        keep_readme: upload the folder's existing README.md as is (e.g. after editing a dry run's card).
+        keep_readme: upload the folder's existing README.md as is (e.g. after editing a dry run's card); refused
+            when that card is older than the model files (see `readme_status`).
+
+    README.md: the rendered card is written there when there is none or when it holds an earlier, unedited
+    rendering; a README.md written or edited by hand is never replaced: a dry run writes the new card beside it
+    (`README.phreg.md`), and a real push stops and asks for `--keep_readme` or for the file to be moved.
 
     Returns:
         A `PushResult` with the plan, the card and (unless `dry_run`) the `CommitInfo`. The export's files are
@@ -297,13 +353,23 @@ def push_folder_to_hub(
     resolved_base = _resolve_base_model(base_model, settings)
 
     readme_path = folder / README_FILE
+    readme = readme_status(folder)
     if keep_readme:
-        if not readme_path.is_file():
+        if readme == "absent":
             raise FileNotFoundError(
                 f"--keep_readme: {readme_path} does not exist. Render it first with "
                 f"`phreg push {shlex.quote(str(folder))} {repo_id} --dry_run`, or drop --keep_readme."
             )
+        if readme == "stale":
+            raise ValueError(
+                f"--keep_readme: {readme_path} describes other files than the ones in {folder} now (it was "
+                "rendered, or last edited, before the model, config or run JSONs were written), so uploading it "
+                "would publish a card for another model. Re-render it with "
+                f"`phreg push {shlex.quote(str(folder))} {repo_id} --dry_run` (your file is kept; the new card "
+                f"goes to {RENDERED_CARD_FILE} beside it if you edited it), review, then push."
+            )
         card = ModelCard.load(readme_path)
+        card_path = readme_path
     else:
         license_info = _local_license(license, resolved_base, settings)
         if license_info is None and not dry_run:
@@ -317,7 +383,20 @@ def push_folder_to_hub(
             export_subfolder=EXPORT_SUBFOLDER if export_dinov2_with_registers else None,
             **license_info,
         )
-        card.save(readme_path)
+        card_text = with_card_marker(str(card), folder_run_hash(folder))
+        if readme == "absent" or card_is_generated_unedited(readme_path):
+            readme_path.write_text(card_text, encoding="utf-8")
+            card_path = readme_path
+        elif dry_run:
+            # Never replace a card the user wrote or edited: the new one goes beside it, for comparison.
+            card_path = folder / RENDERED_CARD_FILE
+            card_path.write_text(card_text, encoding="utf-8")
+        else:
+            raise ValueError(
+                f"{readme_path} was written or edited by hand, and phreg push never replaces a user's file. "
+                f"Upload it as it is with --keep_readme, or move it away to upload the rendered card (a --dry_run "
+                f"writes that card to {folder / RENDERED_CARD_FILE} for comparison)."
+            )
         license = license_info["license"]  # the retry needs no second look-up
     retry = retry_command(
         folder,
@@ -334,7 +413,7 @@ def push_folder_to_hub(
         if export_dinov2_with_registers:
             plan.files += _export_dinov2_with_registers(folder, Path(export_root))
         if dry_run:
-            return PushResult(repo_id, plan, card)
+            return PushResult(repo_id, plan, card, card_path=card_path)
 
         if commit_message is None:
             base_text = f" of {resolved_base}" if resolved_base else ""
@@ -365,7 +444,7 @@ def push_folder_to_hub(
                 f"    {retry}"
             ) from error
     logger.info("Pushed %s to %s in one commit: %s", folder, repo_id, commit.commit_url)
-    return PushResult(repo_id, plan, card, commit)
+    return PushResult(repo_id, plan, card, commit, card_path=card_path)
 
 
 def push_student_to_hub(
@@ -525,7 +604,13 @@ def push_main(argv: Sequence[str] | None = None) -> int:
         return 2
     readme = folder / README_FILE
     if args.dry_run:
-        print(f"Model card: {readme} (review it; to upload an edited card, push with --keep_readme).")
+        if result.card_path is not None and result.card_path != readme:
+            print(
+                f"Model card: {result.card_path} ({readme} is your own and was kept; compare them, then push with "
+                "--keep_readme to upload yours, or move yours away to upload the rendered one)."
+            )
+        else:
+            print(f"Model card: {readme} (review it; to upload an edited card, push with --keep_readme).")
         print("Would upload " + result.plan.describe(repo_id))
         retry = retry_command(
             folder,

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -647,3 +648,56 @@ def render_model_card(
     }
     _assert_no_none(template_kwargs)
     return render_template(model_card_template_path(), card_data, **template_kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Telling our rendered cards from the user's
+# A rendered card ends with this comment (invisible on the Hub). `run` identifies the files the card describes,
+# `sha256` the card text above the comment: a card whose text no longer matches was edited by hand, and one
+# whose run no longer matches describes other weights.
+_CARD_MARKER = re.compile(r"\n<!-- phreg-hf card; run: ([0-9a-f]{64}); sha256: ([0-9a-f]{64}) -->\n?\Z")
+# The files whose bytes (weights: size and header) define "the run" a card describes.
+_RUN_FILES = (CONFIG_FILE, TRAINING_SETTINGS_FILE, METRICS_FILE, IMAGE_PROCESSOR_NAME)
+
+
+def folder_run_hash(folder: str | Path) -> str:
+    """sha256 identifying the model in `folder`: config, settings, metrics, processor, and each weight file's size
+    and safetensors header (which holds every tensor's name, shape and offsets)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in _RUN_FILES:
+        path = folder / name
+        digest.update(f"{name}\0".encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<absent>")
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode() + head)
+    return digest.hexdigest()
+
+
+def with_card_marker(card_text: str, run_hash: str) -> str:
+    """The card text with our closing marker (see `_CARD_MARKER`)."""
+    body = card_text.rstrip("\n") + "\n"
+    content_hash = hashlib.sha256(body.encode()).hexdigest()
+    return f"{body}\n<!-- phreg-hf card; run: {run_hash}; sha256: {content_hash} -->\n"
+
+
+def read_card_marker(path: str | Path) -> tuple[str, bool] | None:
+    """`(run hash, edited?)` of a card we rendered, or None for a file without our marker (the user's own)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = _CARD_MARKER.search(text)
+    if match is None:
+        return None
+    body = text[: match.start()]
+    edited = hashlib.sha256(body.encode()).hexdigest() != match.group(2)
+    return match.group(1), edited
+
+
+def card_is_generated_unedited(path: str | Path) -> bool:
+    """True for a README.md that phreg-hf rendered and nobody edited since (safe to re-render)."""
+    marker = read_card_marker(path)
+    return marker is not None and not marker[1]

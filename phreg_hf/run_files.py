@@ -1,16 +1,37 @@
-"""The files of a run in `--output_dir`: atomic writes, checkpoint folders, and the identity of an image folder."""
+"""The files a run writes into `--output_dir`, written as one set.
+
+A run's outputs (the student's weights, config and code files, the image processor, the settings and metrics
+JSONs, `previews/`, the demo's `demo_base/`) are first written into a hidden staging folder inside
+`--output_dir`, and moved into place only once all of them exist. Outputs of an earlier run that the new run
+does not rewrite (old previews, an old metrics JSON, weight shards of another size, a card rendered for the old
+weights) are removed at that moment, so a folder never mixes two runs. Files the user put there (anything not
+in `run_output_names`, a hand-written or edited README.md) are never touched.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import uuid
 from pathlib import Path
 
-CHECKPOINT_PREFIX = "checkpoint-"
+from .checkpointing import remove_tree
+from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
+
+# Written by every run (with the image processor's and transformers' own names, see `run_output_names`).
+FIXED_RUN_OUTPUTS = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "preprocessor_config.json",
+    TRAINING_SETTINGS_FILE,
+    METRICS_FILE,
+    PREVIEWS_DIR,
+    "demo_base",
+)
+_WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_CODE_FILE = re.compile(r"(configuration|modeling)_phreg\w*\.py")
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:
@@ -19,40 +40,43 @@ def atomic_write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def atomic_save(save_fn, output_dir: Path) -> list[str]:
-    """Run `save_fn(tmp_dir)` and move every file it wrote into `output_dir` by rename (no partial files)."""
-    tmp = output_dir / f".tmp-save-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
-    try:
-        save_fn(tmp)
-        names = sorted(os.listdir(tmp))
-        for name in names:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(tmp / name, target)
-        return names
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def run_output_names(folder: Path) -> list[str]:
+    """Entries of `folder` that an earlier run (or `save_pretrained` of a student) wrote there."""
+    from .model_card import README_FILE, card_is_generated_unedited
+
+    names = []
+    for path in folder.iterdir():
+        name = path.name
+        if (
+            name in FIXED_RUN_OUTPUTS
+            or _WEIGHT_SHARD.fullmatch(name)
+            or _CODE_FILE.fullmatch(name)
+            or (name == README_FILE and card_is_generated_unedited(path))
+        ):
+            names.append(name)
+    return sorted(names)
 
 
-def folder_listing_hash(folder: str | os.PathLike) -> str:
-    """sha256 of the relative paths and sizes of every file under `folder`: which images a cache was built on.
-
-    Sizes rather than modification times, so that re-writing the same images (the demo does) keeps the cache;
-    an image edited in place to the very same size goes unnoticed (delete the cache then).
-    """
-    root = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
-    return digest.hexdigest()
+def new_staging_folder(output_dir: Path) -> Path:
+    staging = output_dir / f".staging-{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    return staging
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """`checkpoint-STEP` folders of `output_dir`, oldest first (unfinished `.tmp` ones excluded)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+def commit_staged_outputs(staging: Path, output_dir: Path) -> list[str]:
+    """Move every entry of `staging` into `output_dir`, after removing the earlier run's outputs it does not
+    replace; returns the names moved in. Each entry moves by rename (no partial file is ever visible)."""
+    staged = sorted(os.listdir(staging))
+    for name in run_output_names(output_dir):
+        if name not in staged:
+            remove_tree(output_dir / name)
+    for name in staged:
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            remove_tree(target)
+        os.replace(staging / name, target)
+    staging.rmdir()
+    return staged
+
+
+__all__ = ["atomic_write_json", "commit_staged_outputs", "new_staging_folder", "run_output_names"]

@@ -857,7 +857,7 @@ class DistillTrainer:
         items = []
         iterator = iter(dataset) if args.streaming else (dataset[i] for i in range(len(dataset)))
         for item in iterator:
-            if item is not None:
+            if "unreadable" not in item:
                 items.append(item)
             if len(items) >= args.num_eval_images:
                 break

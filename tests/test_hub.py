@@ -27,6 +27,12 @@ from phreg_hf import cli, hub, model_card
 from phreg_hf.constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 
 REPO_ID = "alice/dinov2-phreg-tiny"
+
+
+def rendered_card(folder: Path) -> bytes:
+    """What `phreg push` writes as README.md: the rendered card closed by our marker."""
+    card = str(hub.render_model_card(folder, REPO_ID, license="apache-2.0"))
+    return model_card.with_card_marker(card, model_card.folder_run_hash(folder)).encode()
 NUM_REGISTERS = 4
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,8 +226,10 @@ def test_push_is_one_commit_of_the_exact_files_and_loads_without_phreg(tmp_path,
     # The run's own files, unchanged.
     for name in (TRAINING_SETTINGS_FILE, METRICS_FILE, f"{PREVIEWS_DIR}/norms.png"):
         assert hashlib.sha256(commit["files"][name]).hexdigest() == before[name], name
-    # The card: what the renderer produces (license inherited from the base model's Hub card), also in the folder.
-    rendered = str(hub.render_model_card(folder, REPO_ID, license="apache-2.0")).encode()
+    # The card: what the renderer produces (license inherited from the base model's Hub card), also in the folder,
+    # closed by the marker that tells our rendering from a user's card.
+    card = str(hub.render_model_card(folder, REPO_ID, license="apache-2.0"))
+    rendered = model_card.with_card_marker(card, model_card.folder_run_hash(folder)).encode()
     assert commit["files"]["README.md"] == rendered == (folder / "README.md").read_bytes()
     # Nothing else in the folder changed.
     assert {k: v for k, v in snapshot(folder).items() if k != "README.md"} == before
@@ -533,7 +541,7 @@ def test_network_failure_leaves_the_folder_intact_and_names_the_retry(tmp_path, 
     assert (
         after.pop("README.md")
         == hashlib.sha256(
-            str(hub.render_model_card(folder, REPO_ID, license="apache-2.0")).encode()
+            rendered_card(folder)
         ).hexdigest()
     )
     assert after == before
@@ -601,9 +609,7 @@ def test_dry_run_renders_the_card_and_lists_files_without_network(tmp_path, fake
     assert cli.main(["push", str(folder), REPO_ID, "--dry-run", "--license", "apache-2.0"]) == 0
     out = capsys.readouterr().out
     assert fake_hub.calls == []
-    assert (folder / "README.md").read_bytes() == str(
-        hub.render_model_card(folder, REPO_ID, license="apache-2.0")
-    ).encode()
+    assert (folder / "README.md").read_bytes() == rendered_card(folder)
     listed = re.findall(r"^\s+\d+(?:\.\d)? (?:B|kB|MB|GB)\s+(\S+)$", out, flags=re.MULTILINE)
     assert listed == sorted(EXPECTED_REPO_FILES)
     assert "checkpoint-500/" in out and "nothing was uploaded" in out
