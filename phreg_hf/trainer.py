@@ -54,6 +54,14 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
 from . import constants
+from .checkpointing import (
+    CHECKPOINT_PREFIX,
+    clean_leftovers,
+    list_checkpoints,
+    remove_tree,
+    verify_checkpoint,
+    write_manifest,
+)
 from .demo import (
     DEMO_BASE_DIR,
     DEMO_TILES,
@@ -63,13 +71,7 @@ from .demo import (
     write_demo_images,
 )
 from .modeling_phreg import student_class_for, student_from_base
-from .run_files import (
-    CHECKPOINT_PREFIX,
-    atomic_save,
-    atomic_write_json,
-    folder_listing_hash,
-    list_checkpoints,
-)
+from .run_files import atomic_write_json, commit_staged_outputs, new_staging_folder, run_output_names
 from .teacher_cache import (
     STORAGE_DTYPES,
     TeacherTargetCache,
@@ -143,7 +145,7 @@ class ExponentialDecaySchedule:
 
 
 class _TrainingState:
-    """Counters saved with every checkpoint (`accelerator.register_for_checkpointing`)."""
+    """Counters saved, as JSON, in every checkpoint's manifest (`checkpointing.py`)."""
 
     def __init__(self):
         self.global_step = 0  # optimizer steps done (skipped ones included)
@@ -151,9 +153,18 @@ class _TrainingState:
         self.batches_in_epoch = 0  # micro-batches of the current epoch already consumed
         self.skipped_steps = 0
         self.consecutive_bad_steps = 0
-        self.skipped_images = 0  # unreadable images met (once per epoch per file)
+        self.unreadable_images: dict[
+            str, str
+        ] = {}  # image index -> why it could not be read (each file once)
         self.images_seen = 0
         self.teacher_images = 0  # images the teacher was run on
+        self.cache_hits = 0  # teacher-cache lookups over the whole run (resumes included)
+        self.cache_misses = 0
+
+    @property
+    def skipped_images(self) -> int:
+        """Unreadable image files met so far, each counted once however many epochs met it."""
+        return len(self.unreadable_images)
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -231,9 +242,14 @@ class DistillTrainer:
         self._load_models(base_model, image_processor)
         self._build_data()
         self._build_optimization()
+        # Our counters travel as JSON in each checkpoint's manifest, never as a pickle (see checkpointing.py).
         self.state = _TrainingState()
-        self.accelerator.register_for_checkpointing(self.state)
+        self.teacher_hash = hash_model(self.teacher_model)
+        self.dataset_identity = self._dataset_identity()
         self._open_teacher_cache()
+        # Fail before the first step, not after the last: the training images and the held-out images.
+        self._check_training_images()
+        self.eval_images = self._eval_pixel_values()
 
     # ----------------------------------------------------------------------------------------------------------
     # Setup
@@ -258,21 +274,37 @@ class DistillTrainer:
             )
 
     def _prepare_output_dir(self) -> None:
+        """Refuse to replace a finished run unless told to; resume only what a checkpoint can continue."""
         args, accelerator = self.args, self.accelerator
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ValueError(
+                f"--output_dir {self.output_dir} is a file, not a folder; pass a folder path (it is created)."
+            )
         existing = list_checkpoints(self.output_dir)
-        saved_model = (self.output_dir / "config.json").exists()
+        finished = run_output_names(self.output_dir) if self.output_dir.is_dir() else []
         overwrite = args.overwrite_output_dir or (args.is_demo and args.output_dir is None)
-        if (existing or saved_model) and args.resume_from_checkpoint is None and not overwrite:
+        resume = args.resume_from_checkpoint
+        if resume == "latest" and not existing and finished and not overwrite:
+            raise ValueError(
+                f"--resume_from_checkpoint latest: {self.output_dir} holds no checkpoint to resume but a finished "
+                f"run ({', '.join(finished)}), which starting anew would replace. Pass --overwrite_output_dir to "
+                "replace it, or another --output_dir."
+            )
+        if (existing or finished) and resume is None and not overwrite:
             raise ValueError(
                 f"--output_dir {self.output_dir} already holds a run ({len(existing)} checkpoints"
-                f"{', a saved model' if saved_model else ''}). Pass --resume_from_checkpoint latest to continue it, "
+                f"{', a saved model' if finished else ''}). Pass --resume_from_checkpoint latest to continue it, "
                 "--overwrite_output_dir to start over there, or another --output_dir."
             )
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if overwrite and args.resume_from_checkpoint is None:
+            removed = clean_leftovers(self.output_dir)
+            if removed:
+                logger.info(f"Removed leftovers of an interrupted save in {self.output_dir}: {removed}")
+            if overwrite and resume is None:
+                # The old outputs are replaced only when this run has saved its own (`save_outputs`).
                 for checkpoint in existing:
-                    shutil.rmtree(checkpoint)
+                    remove_tree(checkpoint)
         accelerator.wait_for_everyone()
 
     def _load_models(self, base_model, image_processor) -> None:
@@ -474,37 +506,65 @@ class DistillTrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self.lr_schedule)
         self.lr_scheduler = accelerator.prepare(scheduler)
 
+    def _dataset_identity(self) -> dict:
+        """What identifies the training images (for the teacher cache and checkpoints): a folder by the bytes of
+        its files, a Hub dataset by name, split and datasets' fingerprint (which follows its data files)."""
+        from .data import folder_content_hash
+
+        args = self.args
+        if self.train_dir is not None:
+            return {
+                "train_dir": str(Path(self.train_dir).resolve()),
+                "num_images": self.num_train_images,
+                "content_sha256": folder_content_hash(self.train_dir),
+            }
+        identity = {
+            "dataset_name": args.dataset_name,
+            "dataset_config": args.dataset_config,
+            "split": args.dataset_split,
+            "image_column": args.image_column,
+        }
+        if not args.streaming:
+            identity["num_images"] = self.num_train_images
+            identity["fingerprint"] = getattr(self.train_dataset, "_fingerprint", None)
+        return identity
+
+    def _check_training_images(self, max_streamed: int = 1000) -> None:
+        """Raise before the first step when no training image can be read (else every step would be skipped
+        and an untrained model saved). Stops at the first readable image, so a sound set costs one decode."""
+        from .data import UNREADABLE_IMAGE_ERRORS, open_image, unreadable_reason
+
+        args = self.args
+        source = self.train_dir or args.dataset_name
+        examples = iter(self.train_dataset)
+        reasons = []
+        for count, example in enumerate(examples):
+            if args.streaming and count >= max_streamed:
+                raise ValueError(
+                    f"The first {max_streamed} images of {source} are all unreadable (e.g. {reasons[0]}); check "
+                    "--image_column and the data."
+                )
+            value = example[args.image_column]
+            try:
+                open_image(value)
+                return
+            except UNREADABLE_IMAGE_ERRORS as error:
+                reasons.append(unreadable_reason(value, error))
+        raise ValueError(
+            f"None of the {len(reasons)} training images in {source} can be read, so nothing would train:\n  "
+            + "\n  ".join(reasons[:5])
+            + ("\n  ..." if len(reasons) > 5 else "")
+            + "\nPass a folder or dataset of readable images (JPEG, PNG, WebP, ...)."
+        )
+
     def _open_teacher_cache(self) -> None:
         args, accelerator = self.args, self.accelerator
         self.teacher_cache = None
         if args.teacher_cache is None:
             return
-        if args.streaming:
-            dataset_identity = {
-                "dataset_name": args.dataset_name,
-                "dataset_config": args.dataset_config,
-                "split": args.dataset_split,
-                "train_dir": str(Path(self.train_dir).resolve()) if self.train_dir else None,
-                "image_column": args.image_column,
-            }
-        elif self.train_dir is not None:
-            dataset_identity = {
-                "train_dir": str(Path(self.train_dir).resolve()),
-                "num_images": self.num_train_images,
-                "files": folder_listing_hash(self.train_dir),
-            }
-        else:
-            dataset_identity = {
-                "dataset_name": args.dataset_name,
-                "dataset_config": args.dataset_config,
-                "split": args.dataset_split,
-                "image_column": args.image_column,
-                "num_images": self.num_train_images,
-                # datasets' fingerprint of a Hub dataset follows its data files (revision).
-                "fingerprint": getattr(self.train_dataset, "_fingerprint", None),
-            }
+        dataset_identity = self.dataset_identity
         fingerprint = build_fingerprint(
-            teacher_hash=hash_model(self.teacher_model),
+            teacher_hash=self.teacher_hash,
             resolution=self.resolution,
             num_views=args.num_views,
             shift_frac=args.shift_frac,
@@ -528,7 +588,7 @@ class DistillTrainer:
             num_patches = self.grid_size[0] * self.grid_size[1]
             size = (
                 num_patches
-                * self.student.config.hidden_size
+                * accelerator.unwrap_model(self.student).config.hidden_size
                 * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
             )
             total = f"{size * self.num_train_images / 2**30:.2f} GiB" if self.num_train_images else "unknown"
@@ -572,6 +632,28 @@ class DistillTrainer:
 
     # ----------------------------------------------------------------------------------------------------------
     # Training
+    def run_fingerprint(self) -> dict:
+        """What a checkpoint of this run must have been trained with to be resumed (see checkpointing.py)."""
+        args = self.args
+        return {
+            "teacher": self.teacher_hash,
+            "base_model": self.base_model_id,
+            "resolution": self.resolution,
+            "num_register_tokens": args.num_register_tokens,
+            "num_views": args.num_views,
+            "shift_frac": args.shift_frac,
+            "flip_prob": args.flip_prob,
+            "fill_value": args.fill_value,
+            "trainable_parts": args.enabled_parts(),
+            "mse_scale": args.mse_scale,
+            "seed": args.seed,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "num_processes": self.accelerator.num_processes,
+            "dataset": self.dataset_identity,
+            "teacher_cache": args.teacher_cache is not None,  # fixed crops and views per image, or not
+        }
+
     def _resume(self) -> None:
         args, accelerator = self.args, self.accelerator
         if args.resume_from_checkpoint is None:
@@ -586,36 +668,54 @@ class DistillTrainer:
             path = checkpoints[-1]
         else:
             path = Path(args.resume_from_checkpoint)
-            if not path.is_dir():
-                raise FileNotFoundError(
-                    f"--resume_from_checkpoint {path} is not a folder; pass a {CHECKPOINT_PREFIX}STEP folder or 'latest'."
-                )
-        accelerator.load_state(str(path))
+        # Checked before anything is loaded: the files are exactly those saved, by a run with these settings.
+        saved_state = verify_checkpoint(path, json.loads(json.dumps(self.run_fingerprint(), default=str)))
+        try:
+            accelerator.load_state(str(path))
+        except Exception as error:  # noqa: BLE001 - name the checkpoint whatever torch/accelerate raised
+            raise ValueError(
+                f"Could not load the checkpoint {path}: {type(error).__name__}: {error}. Resume from another "
+                "checkpoint, or start anew."
+            ) from error
+        self.state.load_state_dict(saved_state)
+        if self.teacher_cache is not None:
+            self.teacher_cache.hits, self.teacher_cache.misses = 0, 0  # counted from here; state has the past
         logger.info(
             f"Resumed from {path}: step {self.state.global_step}, epoch {self.state.epoch}, "
             f"{self.state.batches_in_epoch} micro-batches into it."
         )
 
+    def _sync_cache_counters(self) -> None:
+        """Fold the cache's counters since the last sync into the run's state (which checkpoints save)."""
+        if self.teacher_cache is not None:
+            self.state.cache_hits += self.teacher_cache.hits
+            self.state.cache_misses += self.teacher_cache.misses
+            self.teacher_cache.hits, self.teacher_cache.misses = 0, 0
+
     def save_checkpoint(self) -> Path:
-        """`save_state` into output_dir/checkpoint-STEP, atomically (written under a temporary name, renamed)."""
+        """`save_state` into output_dir/checkpoint-STEP plus our manifest, atomically (written under a temporary
+        name, completed by the manifest, then renamed)."""
         accelerator = self.accelerator
         final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         tmp = self.output_dir / f"{final.name}.tmp"
         if self.teacher_cache is not None:
             self.teacher_cache.flush()
+        self._sync_cache_counters()
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            fingerprint = json.loads(json.dumps(self.run_fingerprint(), default=str))
+            write_manifest(tmp, fingerprint, self.state.state_dict())
             if final.exists():
-                shutil.rmtree(final)
+                remove_tree(final)
             os.replace(tmp, final)
             limit = self.args.checkpoints_total_limit
             if limit is not None:
                 for old in list_checkpoints(self.output_dir)[:-limit]:
-                    shutil.rmtree(old)
+                    remove_tree(old)
             logger.info(f"Saved checkpoint {final}")
         accelerator.wait_for_everyone()
         return final
@@ -690,7 +790,8 @@ class DistillTrainer:
                             accelerator.backward(self._pending_loss)
                     self._pending_loss = None
                     state.batches_in_epoch += 1
-                    state.skipped_images += int(stats[2].item())
+                    if stats[2].item() > 0:
+                        self._record_unreadable(batch.get("unreadable", []))
                     state.images_seen += int(stats[3].item())
                     if not window_bad:
                         running += stats[3:].cpu()
@@ -764,6 +865,16 @@ class DistillTrainer:
         )
         state.epoch += 1
         state.batches_in_epoch = 0
+
+    def _record_unreadable(self, local: list[tuple[int, str]]) -> None:
+        """Note the unreadable images of this micro-batch (all processes'), warning once per file per run."""
+        from accelerate.utils import gather_object
+
+        found = gather_object(list(local)) if self.accelerator.num_processes > 1 else list(local)
+        for index, reason in found:
+            if str(index) not in self.state.unreadable_images:
+                self.state.unreadable_images[str(index)] = reason
+                logger.warning(f"Skipping unreadable image {reason} (reported once; skipped every epoch).")
 
     def _record_bad_step(self, stats: torch.Tensor) -> None:
         state = self.state
@@ -874,19 +985,20 @@ class DistillTrainer:
         )
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, preview_dir: Path | None = None) -> dict:
         """Artifact measures of base, denoised teacher and student on held-out images (`evaluation.py`).
 
         Returns the `constants.METRICS_FILE` payload: `{"num_images", "resolution", "images", "rows": {"base",
         "teacher", "student"}}`, the same as `phreg eval` computes. The teacher views are seeded per image with
         seed + 1 (independent of training), the images center-cropped, so base/teacher rows are comparable
-        across runs. Also writes `output_dir/previews/*.png` (see `--num_preview_images`).
+        across runs. Also writes `previews/*.png` into `preview_dir` (default: output_dir; see
+        `--num_preview_images`). The images were loaded (and checked) before training.
         """
         from .evaluation import measure_artifacts
 
         args, accelerator = self.args, self.accelerator
         student = accelerator.unwrap_model(self.student)
-        pixel_values, indices, description = self._eval_pixel_values()
+        pixel_values, indices, description = self.eval_images
         common = dict(
             indices=indices,
             view_seed=args.seed + 1,  # views for the measures, distinct from any training draw
@@ -898,15 +1010,15 @@ class DistillTrainer:
             self.teacher_model, student, pixel_values, self.teacher, images=description, **common
         )
         if args.num_preview_images > 0:
-            self._write_previews(student, pixel_values, common)
+            self._write_previews(preview_dir or self.output_dir, student, pixel_values, common)
         return metrics
 
-    def _write_previews(self, student, pixel_values: torch.Tensor, common: dict) -> None:
+    def _write_previews(self, folder: Path, student, pixel_values: torch.Tensor, common: dict) -> None:
         try:
             from .visualization import write_previews
 
             paths = write_previews(
-                self.output_dir,
+                folder,
                 self.teacher_model,
                 student,
                 self.teacher,
@@ -966,8 +1078,8 @@ class DistillTrainer:
             cache = {
                 "dir": str(args.teacher_cache),
                 "dtype": args.teacher_cache_dtype,
-                "hits": self.teacher_cache.hits,
-                "misses": self.teacher_cache.misses,
+                "hits": state.cache_hits + self.teacher_cache.hits,
+                "misses": state.cache_misses + self.teacher_cache.misses,
                 "note": "crops and views fixed per image for the whole run (computed once, reused every epoch)",
             }
         return {
@@ -1014,8 +1126,9 @@ class DistillTrainer:
             "mixed_precision": accelerator.mixed_precision,
             "hardware": self.hardware(),
             "train_runtime_s": round(self.train_runtime_s, 3),
-            # Unreadable files met during training, counted each time (so once per epoch per file).
+            # Unreadable files met during training, each counted once (however many epochs met it).
             "skipped_images": state.skipped_images,
+            "unreadable_images": sorted(state.unreadable_images.values()),
             "skipped_steps": state.skipped_steps,
             "versions": {
                 "phreg_hf": __version__,
@@ -1028,24 +1141,31 @@ class DistillTrainer:
         }
 
     def save_outputs(self) -> dict:
-        """Main process: student + image processor (`save_pretrained`), settings and metrics JSONs, atomically."""
+        """Main process: the student, image processor, settings and metrics JSONs and previews, as one set.
+
+        Everything is written into a hidden staging folder first and moved into output_dir only once complete
+        (`run_files.commit_staged_outputs`), so a run that fails while saving or measuring leaves the earlier
+        outputs as they were, and a finished run never sits beside an earlier run's previews or JSONs.
+        """
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             student = accelerator.unwrap_model(self.student)
-
-            def save(folder: Path) -> None:
-                student.save_pretrained(folder, safe_serialization=True)
-                self.image_processor.save_pretrained(folder)
-
-            atomic_save(save, self.output_dir)
-            if self.demo_base is not None:
-                demo_base_dir = self.output_dir / DEMO_BASE_DIR
-                self.demo_base.save_pretrained(demo_base_dir)
-                self.image_processor.save_pretrained(demo_base_dir)
-            metrics = self.evaluate()
-            atomic_write_json(self.output_dir / constants.METRICS_FILE, metrics)
-            atomic_write_json(self.output_dir / constants.TRAINING_SETTINGS_FILE, self.training_settings())
+            staging = new_staging_folder(self.output_dir)
+            try:
+                student.save_pretrained(staging, safe_serialization=True)
+                self.image_processor.save_pretrained(staging)
+                if self.demo_base is not None:
+                    demo_base_dir = staging / DEMO_BASE_DIR
+                    self.demo_base.save_pretrained(demo_base_dir)
+                    self.image_processor.save_pretrained(demo_base_dir)
+                metrics = self.evaluate(preview_dir=staging)
+                atomic_write_json(staging / constants.METRICS_FILE, metrics)
+                atomic_write_json(staging / constants.TRAINING_SETTINGS_FILE, self.training_settings())
+                commit_staged_outputs(staging, self.output_dir)
+            finally:
+                if staging.exists():
+                    remove_tree(staging)
             logger.info(f"Saved the student, image processor, settings and metrics to {self.output_dir}")
         accelerator.wait_for_everyone()
         return {

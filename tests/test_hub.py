@@ -33,6 +33,8 @@ def rendered_card(folder: Path) -> bytes:
     """What `phreg push` writes as README.md: the rendered card closed by our marker."""
     card = str(hub.render_model_card(folder, REPO_ID, license="apache-2.0"))
     return model_card.with_card_marker(card, model_card.folder_run_hash(folder)).encode()
+
+
 NUM_REGISTERS = 4
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -538,12 +540,7 @@ def test_network_failure_leaves_the_folder_intact_and_names_the_retry(tmp_path, 
     assert isinstance(error.value.__cause__, (OSError, type(connection_error)))
     # Decision: README.md (the rendered card) is written before the upload and stays, for review; nothing else changes.
     after = snapshot(folder)
-    assert (
-        after.pop("README.md")
-        == hashlib.sha256(
-            rendered_card(folder)
-        ).hexdigest()
-    )
+    assert after.pop("README.md") == hashlib.sha256(rendered_card(folder)).hexdigest()
     assert after == before
     assert fake_hub.commits == []
 

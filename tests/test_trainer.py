@@ -397,7 +397,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, sample_images):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Data problems
-def test_corrupt_and_unusual_images_are_converted_or_skipped_and_counted(tmp_path, sample_images):
+def test_corrupt_and_unusual_images_are_converted_or_skipped_and_counted(tmp_path, sample_images, caplog):
     folder = tmp_path / "images"
     folder.mkdir()
     photos = sorted(sample_images[0].iterdir())[:4]
@@ -414,7 +414,14 @@ def test_corrupt_and_unusual_images_are_converted_or_skipped_and_counted(tmp_pat
     settings = result["settings"]
     assert settings["global_steps"] == 4 and settings["skipped_steps"] == 0
     epochs = 2  # 6 files, 3 a step, 4 steps
-    assert settings["skipped_images"] == 2 * epochs
+    # Each unreadable file is counted, named and warned about once, however many epochs met it.
+    assert settings["skipped_images"] == 2
+    assert [Path(r.split(":")[0]).name for r in settings["unreadable_images"]] == [
+        "not_an_image.png",
+        "truncated.jpg",
+    ]
+    warnings = [r.getMessage() for r in caplog.records if "Skipping unreadable image" in r.getMessage()]
+    assert len(warnings) == 2
     assert settings["images_seen"] == 4 * epochs
 
 
