@@ -249,6 +249,45 @@ def _check_same_architecture(base_model: PhregRegisterMixin, student: PhregRegis
             )
 
 
+def _trained_parts(student: str) -> list[str]:
+    """The parts the student's run trained (its phreg_training.json), or all of them when it does not say."""
+    from .constants import TRAINING_SETTINGS_FILE
+    from .modeling_phreg import TRAINABLE_PARTS
+
+    try:
+        parts = json.loads((Path(student) / TRAINING_SETTINGS_FILE).read_text()).get("trainable_parts")
+    except (OSError, ValueError):
+        parts = None
+    return list(parts) if parts else list(TRAINABLE_PARTS)
+
+
+def check_frozen_weights_match(
+    base_model: PhregRegisterMixin, student_model: PhregRegisterMixin, base: str, student: str
+) -> None:
+    """Raise ValueError unless every weight PH-Reg kept frozen is the same in the student and the base.
+
+    A base of the same shape but other weights (another checkpoint of the family) would otherwise give a table
+    that compares the student with a model it was never distilled from.
+    """
+    groups = student_model.trainable_parameter_groups()
+    trained = {id(p) for part in _trained_parts(student) for p in groups.get(part, [])}
+    base_params = dict(base_model.named_parameters())
+    differing = [
+        name
+        for name, param in student_model.named_parameters()
+        if id(param) not in trained
+        and name in base_params
+        and base_params[name].shape == param.shape
+        and not torch.equal(base_params[name].detach().to(param.dtype), param.detach())
+    ]
+    if differing:
+        raise ValueError(
+            f"--student {student} was not distilled from --base {base}: {len(differing)} weights that PH-Reg "
+            f"keeps frozen differ (e.g. {differing[0]}). Pass the base model the student was built from"
+            f"{_recorded_base_hint(student)}."
+        )
+
+
 def _recorded_base_hint(student: str) -> str:
     """' (its phreg_training.json records base model X)' when the student folder says where it came from."""
     from .constants import TRAINING_SETTINGS_FILE
@@ -398,14 +437,18 @@ def prepare_evaluation(
     from transformers import AutoModel
 
     from .data import ImageTransform
+    from .file_checks import check_local_weights
 
     list_image_files(images)  # fail on a missing / empty folder before loading any weights
     check_base_matches_student(base, student, base_revision)
+    check_local_weights(student)  # a truncated model.safetensors is named, not a raw safetensors error
+    check_local_weights(base)
     torch_device = resolve_device(device)
     # float32 throughout: the measures compare small differences of norms and cosines.
     student_model = AutoModel.from_pretrained(student).float().eval().to(torch_device)
     base_model = student_from_base(base, 0, revision=base_revision).float().eval().to(torch_device)
     _check_same_architecture(base_model, student_model, base)
+    check_frozen_weights_match(base_model, student_model, base, student)
     image_processor = load_image_processor(student, base, base_revision)
     if resolution is None:
         resolution = default_resolution(image_processor, student_model.config)

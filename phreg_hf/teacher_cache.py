@@ -19,8 +19,13 @@ Layout of the cache directory:
   cache with a different fingerprint raises a `ValueError` naming what changed.
 - `targets-rank{R}-{uid}.safetensors`: shards written by process R (each process writes its own shards, with
   a random uid, so processes, restarts and resumes never collide; any process reads every shard). A shard
-  holds `indices` `(M,)`, `crop_seeds` `(M,)` and `targets` `(M, N, C)`. Shards are written to a temporary
-  name and renamed, so a reader never sees a partial file and a crash loses at most the unflushed entries.
+  holds `indices` `(M,)`, `crop_seeds` `(M,)`, `targets` `(M, N, C)` and `checksums` `(M,)`, a 63-bit
+  blake2b of each target row, verified whenever a row is read: bytes overwritten on disk are refused, naming
+  the shard, never used. Shards are written to a temporary name and renamed, so a reader never sees a partial
+  file and a crash loses at most the unflushed entries; the temporary files an interrupted run left behind
+  are removed when the main process opens the cache.
+
+A corrupt fingerprint or shard raises a `ValueError` that names the file and says to delete the cache.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: per-row checksums
 FINGERPRINT_FILE = "fingerprint.json"
 SHARD_PREFIX = "targets-"
 SHARD_SUFFIX = ".safetensors"
@@ -112,6 +117,12 @@ def build_fingerprint(
     }
 
 
+def row_checksum(row: torch.Tensor) -> int:
+    """63-bit blake2b of a stored target row's bytes (its dtype as stored)."""
+    data = row.contiguous().view(torch.uint8).numpy().tobytes()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & _MASK_63
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
@@ -146,11 +157,16 @@ class TeacherTargetCache:
         self.storage_dtype = STORAGE_DTYPES[storage_dtype]
         self.max_shard_bytes = int(max_shard_bytes)
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.process_index == 0:
+            # Temporary files of an interrupted flush (the main process opens the cache before the others).
+            for leftover in self.directory.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
         self._check_or_write_fingerprint()
         # image index -> (shard path, row); open handles are kept (memory-mapped, cheap).
         self._locations: dict[int, tuple[Path, int]] = {}
         self._crop_seeds: dict[int, int] = {}
         self._handles: dict[Path, object] = {}
+        self._checksums: dict[Path, list[int]] = {}
         self._pending: dict[int, tuple[torch.Tensor, int]] = {}
         self._pending_bytes = 0
         self.hits = 0
@@ -161,7 +177,14 @@ class TeacherTargetCache:
     def _check_or_write_fingerprint(self) -> None:
         path = self.directory / FINGERPRINT_FILE
         if path.exists():
-            stored = json.loads(path.read_text())
+            try:
+                stored = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ValueError(
+                    f"The teacher cache's {path} is corrupt ({type(error).__name__}: {error}), so nothing says "
+                    f"how its targets were computed. Delete {self.directory} (the targets are recomputed) or pass "
+                    "another --teacher_cache."
+                ) from None
             if stored != self.fingerprint:
                 changes = [
                     f"{key}: cached {stored.get(key, '<missing>')!r}, now {self.fingerprint.get(key, '<missing>')!r}"
@@ -189,10 +212,18 @@ class TeacherTargetCache:
         for path in sorted(self.directory.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}")):
             if path in self._handles:
                 continue
-            handle = safe_open(str(path), framework="pt", device="cpu")
+            try:
+                handle = safe_open(str(path), framework="pt", device="cpu")
+                indices = handle.get_tensor("indices").tolist()
+                crop_seeds = handle.get_tensor("crop_seeds").tolist()
+                checksums = handle.get_tensor("checksums").tolist()
+                num_rows = handle.get_slice("targets").get_shape()[0]
+            except (SafetensorError, OSError, KeyError, RuntimeError) as error:
+                raise self._corrupt(path, f"{type(error).__name__}: {error}") from None
+            if not len(indices) == len(crop_seeds) == len(checksums) == num_rows:
+                raise self._corrupt(path, "its tensors have different lengths")
             self._handles[path] = handle
-            indices = handle.get_tensor("indices").tolist()
-            crop_seeds = handle.get_tensor("crop_seeds").tolist()
+            self._checksums[path] = checksums
             for row, (index, crop_seed) in enumerate(zip(indices, crop_seeds, strict=True)):
                 self._locations[int(index)] = (path, row)
                 self._crop_seeds[int(index)] = int(crop_seed)
@@ -203,11 +234,23 @@ class TeacherTargetCache:
     def __contains__(self, index: int) -> bool:
         return int(index) in self._locations or int(index) in self._pending
 
+    def _corrupt(self, path: Path, reason: str) -> ValueError:
+        return ValueError(
+            f"The teacher cache shard {path} is corrupt ({reason}). Delete {self.directory} (the targets are "
+            "recomputed) or pass another --teacher_cache."
+        )
+
     def _get_one(self, index: int) -> torch.Tensor:
         if index in self._pending:
             return self._pending[index][0]
         path, row = self._locations[index]
-        return self._handles[path].get_slice("targets")[row : row + 1][0]
+        try:
+            target = self._handles[path].get_slice("targets")[row : row + 1][0]
+        except (SafetensorError, OSError, RuntimeError) as error:
+            raise self._corrupt(path, f"{type(error).__name__}: {error}") from None
+        if row_checksum(target) != self._checksums[path][row]:
+            raise self._corrupt(path, f"the target of image {index} does not match its checksum")
+        return target
 
     # ------------------------------------------------------------------------------------------------------
     def get(self, indices: Sequence[int]) -> torch.Tensor:
@@ -290,6 +333,7 @@ class TeacherTargetCache:
                 "indices": torch.tensor(indices, dtype=torch.int64),
                 "crop_seeds": crop_seeds,
                 "targets": targets,
+                "checksums": torch.tensor([row_checksum(row) for row in targets], dtype=torch.int64),
             },
             str(tmp),
             metadata={"format_version": str(CACHE_FORMAT_VERSION)},

@@ -324,6 +324,9 @@ class DistillTrainer:
             self.demo_base = base
         else:
             # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint).
+            from .file_checks import check_local_weights
+
+            check_local_weights(args.teacher)  # a truncated local model.safetensors is named, with the fix
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
             base_class = student_class_for(model_type).base_model_classes[0]
             base = base_class.from_pretrained(args.teacher, revision=args.teacher_revision, **load_kwargs)

@@ -22,6 +22,18 @@ def _tensorboard_available() -> bool:
     )
 
 
+def _looks_like_local_path(name: str) -> bool:
+    """A name that can only mean a local folder (not a Hub id 'namespace/name')."""
+    path = Path(name).expanduser()
+    return (
+        name.startswith((".", "/", "~"))
+        or path.is_absolute()
+        or "\\" in name
+        or name.count("/") > 1
+        or (path.parent != Path(".") and path.parent.is_dir())
+    )
+
+
 @dataclass
 class DistillArguments:
     """Options of a PH-Reg distillation run (`HfArgumentParser(DistillArguments)`; `--help` lists them all)."""
@@ -276,6 +288,11 @@ class DistillArguments:
 
     def validate(self) -> None:
         """Checks that need no model or data; raises ValueError / FileNotFoundError naming the fix."""
+        if self.teacher is not None and not Path(self.teacher).exists() and _looks_like_local_path(self.teacher):
+            raise FileNotFoundError(
+                f"--teacher {self.teacher}: folder not found. Pass an existing folder holding the model "
+                "(config.json and its weights), or a Hub id such as facebook/dinov2-base."
+            )
         if self.train_dir is not None and self.dataset_name is not None:
             raise ValueError(
                 f"Pass either --train_dir ({self.train_dir}) or --dataset_name ({self.dataset_name}), not both."

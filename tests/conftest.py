@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCardData, RepoUrl
+from PIL import Image
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
@@ -118,3 +119,35 @@ class FakeHub:
 @pytest.fixture
 def fake_hub(monkeypatch) -> FakeHub:
     return FakeHub(monkeypatch)
+
+
+def write_small_sample_images(root: Path) -> tuple[Path, Path]:
+    """(train folder, held-out folder) from scikit-image's sample photos: every other photo trains (as a small
+    96 px thumbnail, fast to decode), the others are held out as 2 x 2 tiles (more images for the position
+    measure, whose floor is about 1 / number of images)."""
+    from phreg_hf.data import write_sample_images
+
+    written = sorted(Path(p) for p in write_sample_images(root / "all"))
+    assert len(written) >= 10, "scikit-image should ship at least 10 sample photos"
+    train, heldout = root / "train", root / "heldout"
+    train.mkdir()
+    heldout.mkdir()
+    for i, path in enumerate(written):
+        image = Image.open(path).convert("RGB")
+        if i % 2 == 0:
+            image.thumbnail((96, 96))
+            image.save(train / f"{path.stem}.png")
+            continue
+        width, height = image.size
+        for row in range(2):
+            for col in range(2):
+                box = (col * width // 2, row * height // 2, (col + 1) * width // 2, (row + 1) * height // 2)
+                tile = image.crop(box)
+                tile.thumbnail((128, 128))
+                tile.save(heldout / f"{path.stem}_{row}{col}.png")
+    return train, heldout
+
+
+@pytest.fixture(scope="session")
+def sample_images(tmp_path_factory) -> tuple[Path, Path]:
+    return write_small_sample_images(tmp_path_factory.mktemp("images"))
