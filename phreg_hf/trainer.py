@@ -244,6 +244,7 @@ class DistillTrainer:
         self._build_optimization()
         # Our counters travel as JSON in each checkpoint's manifest, never as a pickle (see checkpointing.py).
         self.state = _TrainingState()
+        self._teacher_images_in_step = 0  # this process's teacher images in the current micro-batch
         self.teacher_hash = hash_model(self.teacher_model)
         self.dataset_identity = self._dataset_identity()
         self._open_teacher_cache()
@@ -612,7 +613,7 @@ class DistillTrainer:
         views = views_for_images(self.teacher, indices, self.grid_size, self.args.seed, epoch)
         with self.accelerator.autocast():
             targets = self.teacher(pixel_values, views=views)
-        self.state.teacher_images += len(indices)
+        self._teacher_images_in_step += len(indices)
         return targets.float()
 
     def targets_for_batch(self, pixel_values: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
@@ -681,19 +682,10 @@ class DistillTrainer:
                 "checkpoint, or start anew."
             ) from error
         self.state.load_state_dict(saved_state)
-        if self.teacher_cache is not None:
-            self.teacher_cache.hits, self.teacher_cache.misses = 0, 0  # counted from here; state has the past
         logger.info(
             f"Resumed from {path}: step {self.state.global_step}, epoch {self.state.epoch}, "
             f"{self.state.batches_in_epoch} micro-batches into it."
         )
-
-    def _sync_cache_counters(self) -> None:
-        """Fold the cache's counters since the last sync into the run's state (which checkpoints save)."""
-        if self.teacher_cache is not None:
-            self.state.cache_hits += self.teacher_cache.hits
-            self.state.cache_misses += self.teacher_cache.misses
-            self.teacher_cache.hits, self.teacher_cache.misses = 0, 0
 
     def save_checkpoint(self) -> Path:
         """`save_state` into output_dir/checkpoint-STEP plus our manifest, atomically (written under a temporary
@@ -703,7 +695,6 @@ class DistillTrainer:
         tmp = self.output_dir / f"{final.name}.tmp"
         if self.teacher_cache is not None:
             self.teacher_cache.flush()
-        self._sync_cache_counters()
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -726,25 +717,32 @@ class DistillTrainer:
     def _micro_step(self, batch) -> torch.Tensor:
         """Forward one micro-batch; returns the per-process stats to be summed over processes.
 
-        Stats: `[bad, empty, skipped_images, batch_size, loss*B, cosine*B, mse*B]`; the loss itself is kept in
-        `self._pending_loss` for `backward` once all processes agreed the step is sound.
+        Stats: `[bad, empty, skipped_images, batch_size, loss*B, cosine*B, mse*B, teacher_images, cache_hits,
+        cache_misses]`; the loss itself is kept in `self._pending_loss` for `backward` once all processes agreed
+        the step is sound. Counts are summed over processes, so the run's JSON reports the whole run's.
         """
         pixel_values, indices = batch["pixel_values"], batch["index"]
         batch_size = pixel_values.shape[0]
-        stats = torch.zeros(7, dtype=torch.float64, device=self.accelerator.device)
+        stats = torch.zeros(10, dtype=torch.float64, device=self.accelerator.device)
         stats[2], stats[3] = float(batch.get("num_skipped", 0)), float(batch_size)
         self._pending_loss = None
+        self._teacher_images_in_step = 0
         if batch_size == 0:
             stats[1] = 1.0
             return stats
+        cache = self.teacher_cache
+        hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
         targets = self.targets_for_batch(pixel_values, indices.tolist())
+        stats[7] = float(self._teacher_images_in_step)
+        if cache is not None:
+            stats[8], stats[9] = float(cache.hits - hits), float(cache.misses - misses)
         with self.accelerator.autocast():
             tokens = self.student_patch_tokens(pixel_values)
         loss, cosine, mse = distillation_loss(tokens, targets, self.args.mse_scale)
         bad = not (torch.isfinite(targets).all() and torch.isfinite(loss))
         stats[0] = float(bad)
         if not bad:
-            stats[4:] = torch.stack([loss.detach(), cosine.detach(), mse.detach()]).double() * batch_size
+            stats[4:7] = torch.stack([loss.detach(), cosine.detach(), mse.detach()]).double() * batch_size
         self._pending_loss = loss
         return stats
 
@@ -793,11 +791,14 @@ class DistillTrainer:
                             accelerator.backward(self._pending_loss)
                     self._pending_loss = None
                     state.batches_in_epoch += 1
+                    state.teacher_images += int(stats[7].item())
+                    state.cache_hits += int(stats[8].item())
+                    state.cache_misses += int(stats[9].item())
                     if stats[2].item() > 0:
                         self._record_unreadable(batch.get("unreadable", []))
                     state.images_seen += int(stats[3].item())
                     if not window_bad:
-                        running += stats[3:].cpu()
+                        running += stats[3:7].cpu()
                     if not accelerator.sync_gradients:
                         continue
                     # End of an accumulation window: one optimizer step (unless the window went bad).
@@ -1081,8 +1082,8 @@ class DistillTrainer:
             cache = {
                 "dir": str(args.teacher_cache),
                 "dtype": args.teacher_cache_dtype,
-                "hits": state.cache_hits + self.teacher_cache.hits,
-                "misses": state.cache_misses + self.teacher_cache.misses,
+                "hits": state.cache_hits,
+                "misses": state.cache_misses,
                 "note": "crops and views fixed per image for the whole run (computed once, reused every epoch)",
             }
         return {

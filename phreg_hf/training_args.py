@@ -288,7 +288,11 @@ class DistillArguments:
 
     def validate(self) -> None:
         """Checks that need no model or data; raises ValueError / FileNotFoundError naming the fix."""
-        if self.teacher is not None and not Path(self.teacher).exists() and _looks_like_local_path(self.teacher):
+        if (
+            self.teacher is not None
+            and not Path(self.teacher).exists()
+            and _looks_like_local_path(self.teacher)
+        ):
             raise FileNotFoundError(
                 f"--teacher {self.teacher}: folder not found. Pass an existing folder holding the model "
                 "(config.json and its weights), or a Hub id such as facebook/dinov2-base."

@@ -36,7 +36,7 @@ LAUNCHED = textwrap.dedent(
     import distill
     from phreg_hf import trainer as trainer_module
 
-    dump_dir, argv = sys.argv[1], sys.argv[2:]
+    dump_dir, inject_nan, argv = sys.argv[1], sys.argv[2] == "nan", sys.argv[3:]
     original_save, original_targets = trainer_module.DistillTrainer.save_outputs, trainer_module.DistillTrainer.compute_targets
 
     def save_outputs(self):
@@ -48,7 +48,7 @@ LAUNCHED = textwrap.dedent(
     def compute_targets(self, pixel_values, indices, epoch):
         targets = original_targets(self, pixel_values, indices, epoch)
         self.test_calls = getattr(self, "test_calls", 0) + 1
-        if self.accelerator.process_index == 1 and self.test_calls == 2:
+        if inject_nan and self.accelerator.process_index == 1 and self.test_calls == 2:
             targets = targets * float("nan")
         return targets
 
@@ -65,8 +65,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_train_sync_and_save_once(tmp_path):
+def _launch_two_processes(tmp_path: Path, inject_nan: bool, *extra: str) -> tuple[Path, Path, str]:
+    """torchrun two CPU processes of examples/distill.py on 6 photos + 1 unreadable file; (out, dumps, log)."""
     images = tmp_path / "images"
     images.mkdir()
     for path in sorted(write_sample_images(tmp_path / "all"))[:6]:
@@ -85,15 +85,31 @@ def test_two_cpu_processes_train_sync_and_save_once(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(script), str(dumps),
+        str(script), str(dumps), "nan" if inject_nan else "-",
         "--train_dir", str(images), "--output_dir", str(out),
         "--num_register_tokens", "4", "--num_views", "4", "--per_device_train_batch_size", "1",
         "--max_steps", "6", "--checkpointing_steps", "3", "--learning_rate", "3e-3",
-        "--final_learning_rate", "3e-4", "--report_to", "none", "--logging_steps", "2",
+        "--final_learning_rate", "3e-4", "--report_to", "none", "--logging_steps", "2", *extra,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
+    return out, dumps, log
+
+
+def _assert_same_weights_on_both_ranks(out: Path, dumps: Path) -> None:
+    rank0 = torch.load(dumps / "rank0.pt")
+    rank1 = torch.load(dumps / "rank1.pt")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    saved = load_file(out / "model.safetensors")
+    assert all(torch.equal(saved[name], rank0[name]) for name in saved)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_sync_and_save_once(tmp_path):
+    out, dumps, log = _launch_two_processes(tmp_path, inject_nan=True)
 
     # Saved once, by the main process only.
     assert log.count("Distilled synthetic planted-artifact dinov2") == 1, log[-4000:]
@@ -122,10 +138,16 @@ def test_two_cpu_processes_train_sync_and_save_once(tmp_path):
     assert settings["skipped_images"] >= 1  # the unreadable file, met at least once over the run
 
     # Gradients were synchronized: both ranks end with the same (trained) weights.
-    rank0 = torch.load(dumps / "rank0.pt")
-    rank1 = torch.load(dumps / "rank1.pt")
-    assert rank0.keys() == rank1.keys()
-    for name in rank0:
-        assert torch.equal(rank0[name], rank1[name]), name
-    saved = load_file(out / "model.safetensors")
-    assert all(torch.equal(saved[name], rank0[name]) for name in saved)
+    _assert_same_weights_on_both_ranks(out, dumps)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_share_one_teacher_cache(tmp_path):
+    """Each rank writes its own shards and reads the other's; the teacher runs once per readable image."""
+    cache = tmp_path / "cache"
+    out, dumps, _ = _launch_two_processes(tmp_path, False, "--teacher_cache", str(cache))
+    settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
+    assert settings["num_processes"] == 2 and settings["skipped_images"] == 1
+    assert settings["teacher_images"] == 6  # 6 readable photos, each computed once over 2+ epochs
+    assert {p.name.split("-")[1] for p in cache.glob("targets-*.safetensors")} == {"rank0", "rank1"}
+    _assert_same_weights_on_both_ranks(out, dumps)

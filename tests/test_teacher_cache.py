@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import make_base
-from test_trainer import make_args, tiny_planted, write_small_sample_images
+from conftest import make_base, write_small_sample_images
+from test_trainer import make_args, tiny_planted
 
 from phreg_hf.teacher_cache import (
     FINGERPRINT_FILE,
