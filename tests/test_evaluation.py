@@ -15,9 +15,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import make_base
+from conftest import make_base, write_small_sample_images
 from PIL import Image
-from test_trainer import run, tiny_planted, write_small_sample_images
+from test_trainer import run, tiny_planted
 
 from phreg_hf import student_from_base
 from phreg_hf.constants import METRICS_FILE
