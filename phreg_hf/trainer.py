@@ -845,6 +845,7 @@ class DistillTrainer:
             from .evaluation import load_images  # the folder reader of `phreg eval`
 
             loaded = load_images(self.eval_dir, transform, args.num_eval_images, option="--eval_images")
+            self.eval_image_names = loaded.names  # previews are named after them
             count = len(loaded.indices)
             if self.demo_images_note is not None and args.eval_images is None:
                 description = f"{count} held-out images, center-cropped: {self.demo_images_note}"
@@ -863,6 +864,7 @@ class DistillTrainer:
                 break
         if not items:
             raise ValueError("No readable image for the final measures in the training set.")
+        self.eval_image_names = [f"train_{int(item['index']):05d}" for item in items]
         description = (
             f"{len(items)} of the training images, center-cropped (no held-out images were given, so these "
             "measures are not held out; pass --eval_images FOLDER for held-out ones)"
@@ -879,8 +881,8 @@ class DistillTrainer:
 
         Returns the `constants.METRICS_FILE` payload: `{"num_images", "resolution", "images", "rows": {"base",
         "teacher", "student"}}`, the same as `phreg eval` computes. The teacher views are seeded per image with
-        seed + 1 (independent of training), the images center-cropped, so base/teacher rows are comparable
-        across runs. Also writes `output_dir/previews/*.png` (see `--num_preview_images`).
+        `constants.MEASURE_VIEW_SEED` (as `phreg eval`'s default), the images center-cropped, so base/teacher
+        rows are comparable across runs and `phreg eval` on the same folder prints the same table. Also writes `output_dir/previews/*.png` (see `--num_preview_images`).
         """
         from .evaluation import measure_artifacts
 
@@ -889,7 +891,7 @@ class DistillTrainer:
         pixel_values, indices, description = self._eval_pixel_values()
         common = dict(
             indices=indices,
-            view_seed=args.seed + 1,  # views for the measures, distinct from any training draw
+            view_seed=constants.MEASURE_VIEW_SEED,  # the views `phreg eval` draws by default
             batch_size=args.per_device_train_batch_size,
             device=accelerator.device,
             autocast=accelerator.autocast,
@@ -913,6 +915,7 @@ class DistillTrainer:
                 pixel_values,
                 self.image_mean,
                 self.image_std,
+                names=self.eval_image_names,
                 max_images=self.args.num_preview_images,
                 **common,
             )

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .constants import PREVIEWS_DIR
+from .constants import MEASURE_VIEW_SEED, PREVIEWS_DIR
 from .evaluation import (
     PatchTokens,
     collect_patch_tokens,
@@ -353,7 +353,9 @@ class VisualizeArguments:
     num_views: int = field(
         default=10, metadata={"help": "K views averaged by the denoised teacher (reference: 10)."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the teacher's views (drawn per image)."})
+    seed: int = field(
+        default=MEASURE_VIEW_SEED, metadata={"help": "Seed of the teacher's views (drawn per image)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
     dpi: int = field(
         default=100, metadata={"help": "Resolution of the PNGs (a figure is 10.5 x 7.4 inches)."}

@@ -118,6 +118,16 @@ def test_help_lists_every_option():
     for flag in ("--no_train_registers", "--no_train_last_block"):
         assert flag in result.stdout
     assert "(default: 16)" in result.stdout  # defaults are shown
+    help_text = " ".join(result.stdout.split())
+    # Each --no_X switch says what it does (not X's own help), and a default is stated once.
+    assert (
+        "--no-train-registers Turn off --train_registers (on by default: train the register tokens)."
+        in help_text
+    )
+    assert "Train the register tokens. (default: True) --no_train_registers" in help_text
+    assert "(default: None)" not in help_text.split("--resolution RESOLUTION")[1].split("--dataloader")[0]
+    assert "demo's synthetic model trains at its own image_size" in help_text
+    assert "Without --teacher (the offline demo on a synthetic model) these defaults change" in help_text
 
 
 def test_reference_defaults():
