@@ -528,7 +528,7 @@ class DistillTrainer:
             num_patches = self.grid_size[0] * self.grid_size[1]
             size = (
                 num_patches
-                * self.student.config.hidden_size
+                * accelerator.unwrap_model(self.student).config.hidden_size
                 * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
             )
             total = f"{size * self.num_train_images / 2**30:.2f} GiB" if self.num_train_images else "unknown"

@@ -37,7 +37,7 @@ LAUNCHED = textwrap.dedent(
     from phreg_hf import trainer as trainer_module
 
     dump_dir, argv = sys.argv[1], sys.argv[2:]
-    original_save, original_targets = trainer_module.DistillTrainer.save_outputs, trainer_module.DistillTrainer.compute_targets
+    original_save, original_targets = trainer_module.DistillTrainer.save_outputs, trainer_module.DistillTrainer.targets_for_batch
 
     def save_outputs(self):
         result = original_save(self)
@@ -45,15 +45,16 @@ LAUNCHED = textwrap.dedent(
         torch.save(state, f"{{dump_dir}}/rank{{self.accelerator.process_index}}.pt")
         return result
 
-    def compute_targets(self, pixel_values, indices, epoch):
-        targets = original_targets(self, pixel_values, indices, epoch)
+    # After the teacher cache (the demo's default), so that the NaN reaches one step only, not the cached target.
+    def targets_for_batch(self, pixel_values, indices):
+        targets = original_targets(self, pixel_values, indices)
         self.test_calls = getattr(self, "test_calls", 0) + 1
         if self.accelerator.process_index == 1 and self.test_calls == 2:
             targets = targets * float("nan")
         return targets
 
     trainer_module.DistillTrainer.save_outputs = save_outputs
-    trainer_module.DistillTrainer.compute_targets = compute_targets
+    trainer_module.DistillTrainer.targets_for_batch = targets_for_batch
     sys.exit(distill.main(argv))
     """
 )
