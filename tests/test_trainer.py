@@ -554,8 +554,8 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
         "modeling_phreg.py",
         METRICS_FILE,
         TRAINING_SETTINGS_FILE,
-        f"{PREVIEWS_DIR}/image_000.png",
-        f"{PREVIEWS_DIR}/image_001.png",
+        f"{PREVIEWS_DIR}/train_00000.png",  # no --eval_images: the first training images, named by index
+        f"{PREVIEWS_DIR}/train_00001.png",
     }, "the model, its code, processor, card, run JSONs and previews; no checkpoints, logs or cache"
     for name, content in files.items():
         assert content == (out / name).read_bytes(), name
@@ -563,10 +563,10 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "apache-2.0"  # the synthetic model is made by this library
     # The synthetic base is named as such, never passed off as a Hub model.
-    assert card.data.base_model is None and "random init, not pretrained" in card.text
+    assert card.data.base_model is None and "**Demo model, not for use.**" in card.text
     settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
     assert f"for {settings['global_steps']} optimizer steps" in card.text
-    assert f"![{PREVIEWS_DIR}/image_000.png]({PREVIEWS_DIR}/image_000.png)" in card.text
+    assert f"![{PREVIEWS_DIR}/train_00000.png]({PREVIEWS_DIR}/train_00000.png)" in card.text
 
 
 def test_a_failed_push_keeps_the_run_and_names_the_retry(tmp_path, sample_images, monkeypatch, caplog):
