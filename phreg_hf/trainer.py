@@ -293,7 +293,8 @@ class DistillTrainer:
         else:
             # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint).
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
-            base_class = student_class_for(model_type).base_model_classes[0]
+            # (its loader skips a full checkpoint's unused keys, e.g. CLIP's text tower, without a load report)
+            base_class = student_class_for(model_type).base_model_loader()
             base = base_class.from_pretrained(args.teacher, revision=args.teacher_revision, **load_kwargs)
             self.base_model_id = args.teacher
         if args.attn_implementation is not None and (base_model is not None or args.is_demo):
