@@ -849,7 +849,9 @@ class DistillTrainer:
             self.eval_image_names = loaded.names  # previews are named after them
             count = len(loaded.indices)
             if self.demo_images_note is not None and args.eval_images is None:
-                description = f"{count} held-out images, center-cropped: {self.demo_images_note}"
+                description = (
+                    f"{count} held-out images in {self.eval_dir}, center-cropped ({self.demo_images_note})"
+                )
             else:
                 description = f"{count} held-out images from {self.eval_dir}, center-cropped"
             return loaded.pixel_values, loaded.indices, description
