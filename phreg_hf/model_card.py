@@ -778,7 +778,7 @@ def render_model_card(
     status = training_status(settings)
     if status != "trained":
         logger.warning(
-            "%s: %s The model card says so; train it first (examples/distill.py) to publish a PH-Reg model.",
+            "%s is not a trained PH-Reg model: %s The model card says so; train it first (examples/distill.py) to publish one.",
             folder,
             UNTRAINED_WARNINGS[status],
         )
