@@ -83,6 +83,7 @@ def test_fewer_processes_than_requested_are_named_with_the_fix():
     assert process_count_warning(1, ["python", "examples/distill.py"]) is None
 
 
+@pytest.mark.slow
 def test_accelerate_launch_with_the_shipped_config_is_quiet_and_names_a_lost_process():
     """Through the real `accelerate launch`: the shipped config silences its notices about unset options, and
     `--num_processes 2` (one process on a CPU machine) is named. `--help` stops before any model is built."""
