@@ -58,24 +58,22 @@ def demo_defaults(output_dir: str | None) -> dict:
 
 
 def demo_banner(args) -> str:
-    """What a demo run says first: what it is, its settings (those the command line changed marked), the real use."""
-    defaults = demo_defaults(args.output_dir)
+    """What a demo run says first: what it is, its settings (those the command line changed marked), the real use.
+
+    Args:
+        args: the run's `DistillArguments` (no --teacher).
+    """
     settings = []
-    for name, default in defaults.items():
+    for name, default in demo_defaults(args.output_dir).items():
         value = getattr(args, name)
         settings.append(f"--{name} {value}" + ("" if value == default else f" (demo default {default})"))
-    output_dir = args.output_dir or DEMO_OUTPUT_DIR
+    images = args.train_dir or args.dataset_name
+    images_text = f"the images of {images}" if images else "scikit-image's sample photos"
     return (
         "PH-Reg offline demo: a SYNTHETIC random-init DINOv2 with planted position-locked artifacts (not a\n"
-        "pretrained model) distilled on "
-        + (
-            f"the images of {args.train_dir or args.dataset_name}"
-            if args.train_dir or args.dataset_name
-            else "scikit-image's sample photos"
-        )
-        + f", into {output_dir}.\nDemo settings (no --teacher; pass any option to change it): "
-        + ", ".join(settings)
-        + ".\nRun with --teacher facebook/dinov2-base --train_dir IMAGES --output_dir OUT for the real method.\n"
+        f"pretrained model) distilled on {images_text}, into {args.output_dir or DEMO_OUTPUT_DIR}.\n"
+        f"Demo settings (no --teacher; pass any option to change it): {', '.join(settings)}.\n"
+        "Run with --teacher facebook/dinov2-base --train_dir IMAGES --output_dir OUT for the real method.\n"
     )
 
 
