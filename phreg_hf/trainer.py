@@ -885,7 +885,8 @@ class DistillTrainer:
         Returns the `constants.METRICS_FILE` payload: `{"num_images", "resolution", "images", "rows": {"base",
         "teacher", "student"}}`, the same as `phreg eval` computes. The teacher views are seeded per image with
         `constants.MEASURE_VIEW_SEED` (as `phreg eval`'s default), the images center-cropped, so base/teacher
-        rows are comparable across runs and `phreg eval` on the same folder prints the same table. Also writes `output_dir/previews/*.png` (see `--num_preview_images`).
+        rows are comparable across runs and `phreg eval` on the same folder prints the same table. Also writes
+        `output_dir/previews/*.png` (see `--num_preview_images`), named after their images.
         """
         from .evaluation import measure_artifacts
 
