@@ -1,4 +1,4 @@
-"""File names shared by the trainer (which writes them), the evaluator and the model card (which read them)."""
+"""File names and defaults shared by the trainer (which writes the files), the evaluator and the model card."""
 
 # Written by the trainer into --output_dir: the settings of the run (see trainer.DistillTrainer.save_outputs).
 TRAINING_SETTINGS_FILE = "phreg_training.json"
@@ -7,3 +7,9 @@ TRAINING_SETTINGS_FILE = "phreg_training.json"
 METRICS_FILE = "phreg_metrics.json"
 # Optional before/after pictures from `phreg visualize`, uploaded with the model card when present.
 PREVIEWS_DIR = "previews"
+# Images measured by default, by `phreg eval --max_images` and the trainer's --num_eval_images alike (the first ones
+# of a folder in sorted order), so that both measure the same held-out images.
+DEFAULT_EVAL_IMAGES = 64
+# Seed of the denoised teacher's views when measuring (`phreg eval --seed` and the trainer's final measures), so that
+# both print the same teacher row for the same images.
+MEASURE_VIEW_SEED = 0

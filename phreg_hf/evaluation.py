@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
-from .constants import METRICS_FILE
+from .constants import DEFAULT_EVAL_IMAGES, MEASURE_VIEW_SEED, METRICS_FILE
 from .metrics import HIGHER_IS_BETTER, artifact_report
 from .modeling_phreg import PhregRegisterMixin, student_class_for, student_from_base
 from .teacher import DenoisingTeacher, TeacherViews, normalized_fill_value, stack_views
@@ -52,7 +52,7 @@ MEASURES = (
     ("teacher_agreement", "cosine to denoised teacher", "cos teacher"),
     ("local_smoothness", "local smoothness", "smoothness"),
 )
-DEFAULT_MAX_IMAGES = 64
+DEFAULT_MAX_IMAGES = DEFAULT_EVAL_IMAGES
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,7 +119,12 @@ class EvalArguments:
             "of every image is kept in memory for the position-locked measure."
         },
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the teacher's views (drawn per image)."})
+    seed: int = field(
+        default=MEASURE_VIEW_SEED,
+        metadata={
+            "help": "Seed of the teacher's views (drawn per image); the trainer's final measures use the same."
+        },
+    )
     base_revision: str | None = field(default=None, metadata={"help": "Hub revision of --base."})
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if available)."}
@@ -738,9 +743,9 @@ def format_metrics_table(metrics: dict, models_as_rows: bool = False) -> str:
 def parse_cli(dataclass_type, argv: Sequence[str], prog: str, description: str):
     """Parse `argv` into one options dataclass with `HfArgumentParser`; returns it, or an exit code for --help
     and usage errors (argparse has printed the message)."""
-    from transformers import HfArgumentParser
+    from .arg_parsing import make_parser
 
-    parser = HfArgumentParser(dataclass_type, prog=prog, description=description)
+    parser = make_parser(dataclass_type, prog=prog, description=description)
     try:
         (args,) = parser.parse_args_into_dataclasses(args=list(argv))
     except SystemExit as exit_:

@@ -62,11 +62,23 @@ METRIC_BETTER = {
     "teacher_agreement": "higher",
     "position_locked_energy": "lower",
 }
+# One line per measure `metrics.artifact_report` returns (a test checks none is missing): every measure the card
+# shows is defined under its table.
 METRIC_DESCRIPTIONS = {
-    "outlier_ratio": "share of patch tokens whose norm exceeds a robust threshold of the image's patch norms",
-    "max_to_median_norm": "largest patch-token norm over the median patch-token norm",
-    "teacher_agreement": "cosine similarity of patch tokens to the denoised teacher's features",
+    "outlier_ratio": "share of patch tokens whose norm exceeds the image's median patch norm + 6 MAD",
+    "max_to_median_norm": "largest patch-token norm over the median patch-token norm, averaged over images",
+    "teacher_agreement": "mean cosine similarity of patch tokens to the denoised teacher's features",
     "position_locked_energy": "share of the feature variance explained by grid position alone, across images",
+    "local_smoothness": "mean cosine similarity of neighbouring patch tokens; no better direction: artifact tokens "
+    "lower it, but so does real detail",
+}
+# Readable names of the measures in the results table (the JSON keys stay in the notes under it).
+METRIC_LABELS = {
+    "outlier_ratio": "outlier ratio",
+    "max_to_median_norm": "max/median norm",
+    "teacher_agreement": "cosine to denoised teacher",
+    "position_locked_energy": "position-locked energy",
+    "local_smoothness": "local smoothness",
 }
 
 
@@ -237,6 +249,14 @@ def base_model_license(base_model: str | None, token: str | None = None) -> str 
 
 def _license_error(folder: Path, repo_id: str, base_model: str | None, looked_up_online: bool) -> ValueError:
     source = f"the base model {base_model!r}" if base_model else "its base model (not recorded)"
+    settings_path = folder / TRAINING_SETTINGS_FILE
+    if settings_path.is_file():
+        where = f"{settings_path} or in a local base model's README.md"
+    else:
+        where = (
+            f"a local base model's README.md ({folder} has no {TRAINING_SETTINGS_FILE}, the training record that "
+            "would hold it)"
+        )
     if looked_up_online:
         online = " Its Hub card gave none, or could not be read."
     elif _is_hub_id(base_model):
@@ -247,7 +267,7 @@ def _license_error(folder: Path, repo_id: str, base_model: str | None, looked_up
         online = ""
     return ValueError(
         f"The license of this model is unknown: it inherits the license of {source}, which is not recorded in "
-        f"{folder / TRAINING_SETTINGS_FILE} or in a local base model's README.md.{online} Pass the base model's "
+        f"{where}.{online} Pass the base model's "
         "license identifier (e.g. apache-2.0, mit; see https://huggingface.co/docs/hub/repositories-licenses) "
         f"with --license:\n    phreg push {shlex.quote(str(folder))} {repo_id} --license LICENSE\n"
         "or license=... from Python."
@@ -314,7 +334,7 @@ def _base_model_link(base_model: str) -> str:
     )
 
 
-def _format_dataset(dataset: Any) -> str:
+def _format_dataset(dataset: Any, with_description: bool = False) -> str:
     if not isinstance(dataset, dict):
         return _format_value(dataset)
     if dataset.get("name"):
@@ -330,6 +350,8 @@ def _format_dataset(dataset: Any) -> str:
         text = "unrecorded images"
     if dataset.get("num_images") is not None:
         text += f" ({dataset['num_images']} images)"
+    if with_description and dataset.get("description"):
+        text += f"; {_format_value(dataset['description'])}"
     return text
 
 
@@ -341,9 +363,94 @@ def _dataset_ids(settings: dict | None) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Template variables
+# What `training_status` can say, and the warning a push of a model that is not "trained" prints.
+UNTRAINED_WARNINGS = {
+    "untrained": f"its {TRAINING_SETTINGS_FILE} records no optimizer step, so the model is untrained.",
+    "unrecorded": f"there is no {TRAINING_SETTINGS_FILE}, so nothing records that the model was trained (a "
+    "student_from_base(...).save_pretrained folder is untrained).",
+}
+
+
+def training_status(settings: dict | None) -> str:
+    """ "trained" (the record shows optimizer steps), "untrained" (it shows none) or "unrecorded" (no record)."""
+    if not settings:
+        return "unrecorded"
+    steps = settings.get("optimizer_steps", settings.get("global_steps"))
+    return "untrained" if steps is not None and int(steps) <= 0 else "trained"
+
+
 _BATCH_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes")
-# Settings not shown in the card table: the raw command line (kept in full in the uploaded JSON).
-_HIDDEN_SETTINGS = ("args",)
+# Settings not shown as rows: the raw command line (kept in full in the uploaded JSON), the license (in the card's
+# metadata), what the synthetic base planted (the demo notice says it), and parts of other rows.
+_HIDDEN_SETTINGS = (
+    "args",
+    "license",
+    "base_model_synthetic",
+    "base_model_type",
+    "global_batch_size",
+    "optimizer_steps",
+    "skipped_steps",
+    "final_learning_rate",
+    "weight_decay",
+    "patch_grid",
+    "num_trainable_parameters",
+    "teacher_images",
+)
+
+
+def _format_count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else _format_value(value)
+
+
+def _format_optimizer(settings: dict) -> str:
+    optimizer = settings.get("optimizer")
+    if not isinstance(optimizer, dict):
+        return _format_value(optimizer)
+    pieces = []
+    if optimizer.get("betas"):
+        pieces.append("betas " + _format_value(optimizer["betas"]))
+    if settings.get("weight_decay") is not None:
+        pieces.append(f"weight decay {_format_value(settings['weight_decay'])}")
+    clip = optimizer.get("max_grad_norm")
+    if clip is not None:
+        pieces.append(f"gradient norm clipped at {_format_value(clip)}" if clip else "no gradient clipping")
+    name = str(optimizer.get("name") or "optimizer")
+    return f"{name} ({', '.join(pieces)})" if pieces else name
+
+
+def _format_learning_rate(settings: dict) -> str:
+    text = _format_value(settings["learning_rate"])
+    if settings.get("final_learning_rate") is not None:
+        text += f" to {_format_value(settings['final_learning_rate'])}"
+    schedule = (
+        (settings.get("optimizer") or {}).get("schedule")
+        if isinstance(settings.get("optimizer"), dict)
+        else None
+    )
+    return f"{text}, {schedule}" if schedule else text
+
+
+def _format_teacher_passes(settings: dict) -> str:
+    """How often the teacher ran and whether its targets were cached (never the cache's local path)."""
+    text = f"{_format_count(settings['teacher_images'])} images" if "teacher_images" in settings else ""
+    cache = settings.get("teacher_cache")
+    if isinstance(cache, dict):
+        hits, misses = cache.get("hits"), cache.get("misses")
+        counts = (
+            f": {_format_count(hits)} reuses, {_format_count(misses)} computed" if hits is not None else ""
+        )
+        text += (
+            f" (targets cached in {_format_value(cache.get('dtype'))}{counts}; each image keeps one crop and one "
+            "set of views for the whole run)"
+        )
+    elif "teacher_cache" in settings:
+        text += " (no cache: fresh crops and views every epoch)"
+    return text.strip() or "-"
+
+
+def _setting_label(key: str) -> str:
+    """A readable label for a setting this card has no row for (a newer trainer's, or a user's)."""
+    return key.replace("_", " ").strip().capitalize() or key
 
 
 def _training_facts(settings: dict | None) -> dict:
@@ -359,20 +466,35 @@ def _training_facts(settings: dict | None) -> dict:
 
     settings = dict(settings)
     if "base_model" in settings:
-        add("Base model", "base_model", _base_model_link(str(settings["base_model"])))
+        base = _base_model_link(str(settings["base_model"]))
+        if settings.get("base_model_synthetic"):
+            base = (
+                "synthetic, random init with planted artifacts (phreg-hf's demo; see the notice at the top)"
+            )
+        add("Base model", "base_model", base)
     if "model_type" in settings:
-        add("Student model type", "model_type", f"`{settings['model_type']}`")
+        student_class = f"`{settings['student_class']}`, " if settings.get("student_class") else ""
+        add("Student", "model_type", f"{student_class}model type `{settings['model_type']}`")
+        shown.add("student_class")
     if "num_register_tokens" in settings:
         add("Register tokens", "num_register_tokens", _format_value(settings["num_register_tokens"]))
     parts = settings.get("trainable_parts")
     if parts:
-        add("Trained parts", "trainable_parts", _format_trained_parts(parts) + " (everything else frozen)")
+        count = settings.get("num_trainable_parameters")
+        count_text = f"{_format_count(count)} parameters; " if count is not None else ""
+        add(
+            "Trained parts",
+            "trainable_parts",
+            f"{_format_trained_parts(parts)} ({count_text}everything else frozen)",
+        )
     if "dataset" in settings:
-        add("Training data", "dataset", _format_dataset(settings["dataset"]))
+        add("Training data", "dataset", _format_dataset(settings["dataset"], with_description=True))
     resolution = ""
     if settings.get("resolution"):
         resolution = f"{settings['resolution']} x {settings['resolution']} px"
-        add("Resolution", "resolution", resolution)
+        grid = settings.get("patch_grid")
+        grid_text = f" ({grid[0]} x {grid[1]} patches)" if isinstance(grid, list) and len(grid) == 2 else ""
+        add("Resolution", "resolution", resolution + grid_text)
     if "num_views" in settings:
         add("Teacher views K", "num_views", _format_value(settings["num_views"]))
     if "shift_frac" in settings:
@@ -381,8 +503,25 @@ def _training_facts(settings: dict | None) -> dict:
             "shift_frac",
             f"{_format_value(settings['shift_frac'])} of the patch grid side",
         )
+    if "flip_prob" in settings:
+        add("View flip probability", "flip_prob", _format_value(settings["flip_prob"]))
+    if "fill_value" in settings:
+        add(
+            "Fill of shifted-in pixels",
+            "fill_value",
+            f"{_format_value(settings['fill_value'])} (raw pixel value in 0..1, before normalization)",
+        )
     if "mse_scale" in settings:
-        add("Loss", "mse_scale", f"(1 - cosine similarity) + {_format_value(settings['mse_scale'])} x MSE")
+        add(
+            "Loss",
+            "mse_scale",
+            f"(1 - cosine similarity) + {_format_value(settings['mse_scale'])} x MSE on final-normed patch tokens",
+        )
+        shown.add("loss")
+    if "optimizer" in settings:
+        add("Optimizer", "optimizer", _format_optimizer(settings))
+    if "learning_rate" in settings:
+        add("Learning rate", "learning_rate", _format_learning_rate(settings))
     if all(settings.get(key) is not None for key in _BATCH_KEYS):
         per_device, accumulation, processes = (int(settings[key]) for key in _BATCH_KEYS)
         rows.append(
@@ -393,9 +532,18 @@ def _training_facts(settings: dict | None) -> dict:
             }
         )
         shown.update(_BATCH_KEYS)
-    for key, label in (("global_steps", "Optimizer steps"), ("epochs", "Epochs")):
-        if key in settings:
-            add(label, key, _format_value(settings[key]))
+    if "global_steps" in settings:
+        steps = _format_count(settings["global_steps"])
+        skipped = settings.get("skipped_steps")
+        if skipped:
+            steps += f" ({_format_count(skipped)} skipped for NaN/inf loss or targets, no update)"
+        add("Optimizer steps", "global_steps", steps)
+    if "epochs" in settings:
+        add("Epochs", "epochs", _format_value(settings["epochs"]))
+    if "images_seen" in settings:
+        add("Training images seen", "images_seen", _format_count(settings["images_seen"]))
+    if "teacher_images" in settings or "teacher_cache" in settings:
+        add("Teacher passes", "teacher_cache", _format_teacher_passes(settings))
     if "mixed_precision" in settings:
         add("Mixed precision", "mixed_precision", _format_value(settings["mixed_precision"]))
     if "hardware" in settings:
@@ -403,13 +551,13 @@ def _training_facts(settings: dict | None) -> dict:
     if settings.get("train_runtime_s") is not None:
         add("Training time", "train_runtime_s", _format_duration(settings["train_runtime_s"]))
     if "skipped_images" in settings:
-        add("Skipped images", "skipped_images", _format_value(settings["skipped_images"]))
+        add("Unreadable images skipped", "skipped_images", _format_value(settings["skipped_images"]))
     if "versions" in settings:
         add("Software", "versions", _format_value(settings["versions"]))
-    # Everything else the trainer recorded (optimizer settings, ...) under its own key.
+    # Anything else recorded (a newer trainer's settings, a user's), under a readable label.
     for key, value in settings.items():
         if key not in shown and key not in _HIDDEN_SETTINGS:
-            add(f"`{key}`", key, _format_value(value))
+            add(_setting_label(key), key, _format_value(value))
 
     clauses = []
     if parts:
@@ -456,6 +604,7 @@ def _results(metrics: dict | None) -> dict:
     rows = [
         {
             "name": name,
+            "label": METRIC_LABELS.get(name, name.replace("_", " ")).capitalize(),
             "better": better.get(name, "-"),
             "cells": [cell(model_rows[row].get(name)) for row in order],
         }
@@ -480,7 +629,11 @@ def _results(metrics: dict | None) -> dict:
         "description": " ".join(pieces),
         "columns": [METRIC_ROW_LABELS.get(row, row) for row in order],
         "rows": rows,
-        "notes": [{"name": n, "text": descriptions[n]} for n in measures if n in descriptions],
+        "notes": [
+            {"name": n, "label": METRIC_LABELS.get(n, n.replace("_", " ")), "text": descriptions[n]}
+            for n in measures
+            if n in descriptions
+        ],
         "scope": scope,
     }
 
@@ -591,7 +744,13 @@ def render_model_card(
         **license_info,
     )
 
-    if base_hub_id:
+    is_synthetic = bool((settings or {}).get("base_model_synthetic"))
+    if is_synthetic:
+        base_phrase = (
+            f"a demo student of a synthetic {backbone_name} model (random weights with artifacts planted by "
+            "phreg-hf's offline demo, not a pretrained model)"
+        )
+    elif base_hub_id:
         base_phrase = f"the {backbone_name} model {_base_model_link(base_hub_id)}"
     elif base_model:
         base_phrase = (
@@ -617,8 +776,37 @@ def render_model_card(
     if isinstance(versions, dict):
         phreg_version = str(versions.get("phreg_hf") or versions.get("phreg-hf") or "")
 
+    status = training_status(settings)
+    if status != "trained":
+        logger.warning(
+            "%s is not a trained PH-Reg model: %s The model card says so; train it first (examples/distill.py) to publish one.",
+            folder,
+            UNTRAINED_WARNINGS[status],
+        )
+    notices = []
+    if is_synthetic:
+        notices.append(
+            f"**Demo model, not for use.** Its base is a small random-init {backbone_name} with artifacts planted on "
+            "purpose by phreg-hf's offline demo, not a pretrained model: its features mean nothing. It shows the "
+            "PH-Reg pipeline end to end."
+        )
+    if status == "untrained":
+        notices.append(
+            f"**Untrained.** Its training record ({TRAINING_SETTINGS_FILE}) shows no optimizer step: the register "
+            "tokens are as initialized and the model computes, artifacts included, what its base model computes."
+        )
+    elif status == "unrecorded":
+        notices.append(
+            f"**Not trained, as far as this repository shows.** It came without {TRAINING_SETTINGS_FILE}, the record "
+            "the PH-Reg trainer writes, so nothing says its register tokens were trained. A student saved right "
+            "after `student_from_base` has random registers and computes, artifacts included, what its base model "
+            "computes."
+        )
+
     remote_code = code_files(folder, config)
     template_kwargs = {
+        "notices": notices,
+        "is_trained": status == "trained",
         "repo_id": repo_id,
         "model_name": repo_id.split("/")[-1],
         "base_model_phrase": base_phrase,

@@ -62,6 +62,10 @@ def _nearest_multiples(size: int, multiple: int) -> str:
     return f"{lower} or {upper}" if lower > 0 else f"{upper}"
 
 
+# Student class -> its base class loader (see `PhregRegisterMixin.base_model_loader`), built once.
+_BASE_LOADERS: dict[type, type[PreTrainedModel]] = {}
+
+
 class PhregRegisterMixin:
     """The register mechanism shared by every PH-Reg student.
 
@@ -78,6 +82,10 @@ class PhregRegisterMixin:
     base_model_types: tuple[str, ...] = ()
     # Whether `last_hidden_state` already went through `final_norm` (False for CLIP, whose dense tokens don't).
     last_hidden_state_is_normed: bool = True
+    # Regexes of checkpoint keys outside the base model class, found in checkpoints of a larger model (a full CLIP
+    # model's text tower, a classification head). They are not needed, so `from_base` does not load them, and
+    # transformers' load report does not list them as UNEXPECTED.
+    unused_checkpoint_keys: tuple[str, ...] = (r"^classifier\.",)
 
     # ----------------------------------------------------------------------------------------------------------
     # Construction
@@ -149,7 +157,28 @@ class PhregRegisterMixin:
                 f"{' / '.join(cls.base_model_types)} checkpoints. Use {student_class_name_for(model_type)} or "
                 "phreg_hf.student_from_base(path), which picks the right class."
             )
-        return cls.base_model_classes[0].from_pretrained(path, **kwargs)
+        return cls.base_model_loader().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def base_model_loader(cls) -> type[PreTrainedModel]:
+        """The stock base class, told (`_keys_to_ignore_on_load_unexpected`) which checkpoint keys it may skip."""
+        base_class = cls.base_model_classes[0]
+        if not cls.unused_checkpoint_keys:
+            return base_class
+        loader = _BASE_LOADERS.get(cls)
+        if loader is None:
+            ignored = list(base_class._keys_to_ignore_on_load_unexpected or []) + list(
+                cls.unused_checkpoint_keys
+            )
+            # Same name, module and behaviour as the stock class (transformers treats classes of other modules as
+            # custom code and maps checkpoint keys differently); only the keys it may skip silently differ.
+            loader = type(
+                base_class.__name__,
+                (base_class,),
+                {"__module__": base_class.__module__, "_keys_to_ignore_on_load_unexpected": ignored},
+            )
+            _BASE_LOADERS[cls] = loader
+        return loader
 
     @classmethod
     def _unwrap_base(cls, model) -> PreTrainedModel:
@@ -421,6 +450,13 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
     base_model_classes = (CLIPVisionModel,)
     base_model_types = ("clip_vision_model", "clip")
     last_hidden_state_is_normed = False
+    # A full CLIP checkpoint: only its vision tower is used.
+    unused_checkpoint_keys = (
+        r"^text_model\.",
+        r"^text_projection\.",
+        r"^visual_projection\.",
+        r"^logit_scale$",
+    )
 
     def __init__(self, config: PhregCLIPVisionConfig):
         super().__init__(config)

@@ -329,7 +329,8 @@ class DistillTrainer:
 
             check_local_weights(args.teacher)  # a truncated local model.safetensors is named, with the fix
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
-            base_class = student_class_for(model_type).base_model_classes[0]
+            # (its loader skips a full checkpoint's unused keys, e.g. CLIP's text tower, without a load report)
+            base_class = student_class_for(model_type).base_model_loader()
             base = base_class.from_pretrained(args.teacher, revision=args.teacher_revision, **load_kwargs)
             self.base_model_id = args.teacher
         if args.attn_implementation is not None and (base_model is not None or args.is_demo):
@@ -960,9 +961,12 @@ class DistillTrainer:
             from .evaluation import load_images  # the folder reader of `phreg eval`
 
             loaded = load_images(self.eval_dir, transform, args.num_eval_images, option="--eval_images")
+            self.eval_image_names = loaded.names  # previews are named after them
             count = len(loaded.indices)
             if self.demo_images_note is not None and args.eval_images is None:
-                description = f"{count} held-out images, center-cropped: {self.demo_images_note}"
+                description = (
+                    f"{count} held-out images in {self.eval_dir}, center-cropped ({self.demo_images_note})"
+                )
             else:
                 description = f"{count} held-out images from {self.eval_dir}, center-cropped"
             return loaded.pixel_values, loaded.indices, description
@@ -978,6 +982,7 @@ class DistillTrainer:
                 break
         if not items:
             raise ValueError("No readable image for the final measures in the training set.")
+        self.eval_image_names = [f"train_{int(item['index']):05d}" for item in items]
         description = (
             f"{len(items)} of the training images, center-cropped (no held-out images were given, so these "
             "measures are not held out; pass --eval_images FOLDER for held-out ones)"
@@ -994,9 +999,10 @@ class DistillTrainer:
 
         Returns the `constants.METRICS_FILE` payload: `{"num_images", "resolution", "images", "rows": {"base",
         "teacher", "student"}}`, the same as `phreg eval` computes. The teacher views are seeded per image with
-        seed + 1 (independent of training), the images center-cropped, so base/teacher rows are comparable
-        across runs. Also writes `previews/*.png` into `preview_dir` (default: output_dir; see
-        `--num_preview_images`). The images were loaded (and checked) before training.
+        `constants.MEASURE_VIEW_SEED` (as `phreg eval`'s default), the images center-cropped, so base/teacher
+        rows are comparable across runs and `phreg eval` on the same folder prints the same table. Also writes
+        `previews/*.png` into `preview_dir` (default: output_dir; see `--num_preview_images`), named after their
+        images. The images were loaded (and checked) before training.
         """
         from .evaluation import measure_artifacts
 
@@ -1005,7 +1011,7 @@ class DistillTrainer:
         pixel_values, indices, description = self.eval_images
         common = dict(
             indices=indices,
-            view_seed=args.seed + 1,  # views for the measures, distinct from any training draw
+            view_seed=constants.MEASURE_VIEW_SEED,  # the views `phreg eval` draws by default
             batch_size=args.per_device_train_batch_size,
             device=accelerator.device,
             autocast=accelerator.autocast,
@@ -1029,6 +1035,7 @@ class DistillTrainer:
                 pixel_values,
                 self.image_mean,
                 self.image_std,
+                names=self.eval_image_names,
                 max_images=self.args.num_preview_images,
                 **common,
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .constants import DEFAULT_EVAL_IMAGES
 from .modeling_phreg import TRAINABLE_PARTS
 
 
@@ -91,7 +92,11 @@ class DistillArguments:
         },
     )
     num_eval_images: int = field(
-        default=32, metadata={"help": "At most this many images are used for the final measures."}
+        default=DEFAULT_EVAL_IMAGES,
+        metadata={
+            "help": "At most this many images are used for the final measures (the first ones in sorted order; "
+            "the same default as `phreg eval --max_images`, so both measure the same images)."
+        },
     )
     num_preview_images: int = field(
         default=4,
@@ -104,7 +109,8 @@ class DistillArguments:
         default=None,
         metadata={
             "help": "Training side length R in pixels, a multiple of the patch size (short side resized to R, random "
-            "R x R crop). Default: 518 for DINOv2 and 448 for CLIP (reference code), the config's image_size otherwise."
+            "R x R crop). Default: 518 for a DINOv2 --teacher and 448 for a CLIP one (reference code), the config's "
+            "image_size otherwise; the demo's synthetic model trains at its own image_size (112)."
         },
     )
     dataloader_num_workers: int = field(
@@ -393,3 +399,36 @@ class DistillArguments:
                     f"--hub_model_id {self.hub_model_id!r} is not a valid Hub repository id ({error}); pass "
                     "'namespace/name', e.g. your-username/dinov2-base-phreg."
                 ) from None
+
+
+def distill_argument_parser():
+    """The `examples/distill.py` parser: every `DistillArguments` option, with the demo's defaults in the epilog."""
+    from .arg_parsing import make_parser
+    from .demo import DEMO_DEFAULTS, DEMO_OUTPUT_DIR, DEMO_TEACHER_CACHE
+
+    demo = ", ".join(f"--{name} {value}" for name, value in DEMO_DEFAULTS.items())
+    return make_parser(
+        DistillArguments,
+        description="PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP model and distill it from its "
+        "denoised self.",
+        epilog=f"Without --teacher (the offline demo on a synthetic model) these defaults change: {demo}, "
+        f"--output_dir {DEMO_OUTPUT_DIR} (overwritten by each demo run), --teacher_cache "
+        f"OUTPUT_DIR/{DEMO_TEACHER_CACHE}. Any of them given on the command line still wins.",
+    )
+
+
+def parse_distill_arguments(argv: list[str]) -> DistillArguments:
+    """Parse a command line into `DistillArguments`; without --teacher the demo's defaults replace the reference ones.
+
+    The demo's settings (`demo.DEMO_DEFAULTS`) stay in force whatever else is passed (e.g. only --output_dir),
+    and each of them can still be set on the command line. With --teacher every default is the reference one.
+    """
+    parser = distill_argument_parser()
+    (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    if not args.is_demo:
+        return args
+    from .demo import demo_defaults
+
+    parser.set_defaults(**demo_defaults(args.output_dir))
+    (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    return args

@@ -7,8 +7,10 @@ Each PNG is a 2 x 3 grid of panels (`PANELS`, in reading order):
     input image            | base: patch-token norm    | student: patch-token norm
     base: PCA of features  | teacher: PCA of features  | student: PCA of features
 
-- The two norm maps share one colour scale per image (the colorbar on the right; its range is also in the
-  titles), so an artifact token that is bright in the base map and gone in the student map really lost norm.
+- The two norm maps share one colour scale per image, in multiples of the base model's median patch norm (the
+  colorbar on the right; the range is also in the titles), so an artifact token that is bright in the base map and
+  gone in the student map really lost norm. Maps whose norms vary by less than `MIN_RELATIVE_SPAN` (5 %) of the
+  median are drawn on a 5 % wide range and titled "flat", so that rounding noise does not look like structure.
 - The PCA panels show the first 3 principal components of the patch features as RGB. By default the PCA is fitted
   once per image on the *denoised teacher's* features (the clean reference) and base and student are projected
   onto the same components with the same colour scaling, so equal colours mean similar features across the three
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .constants import PREVIEWS_DIR
+from .constants import MEASURE_VIEW_SEED, PREVIEWS_DIR
 from .evaluation import (
     PatchTokens,
     collect_patch_tokens,
@@ -55,6 +57,9 @@ PCA_FIT_CHOICES = ("teacher", "all")
 PCA_COLOUR_PERCENTILES = (1.0, 99.0)
 DEFAULT_PREVIEW_IMAGES = 4
 FIGURE_SIZE = (10.5, 7.4)  # inches: 1050 x 740 px at the default 100 dpi
+# Narrowest colour range of the norm maps, as a fraction of the base's median norm: maps whose norms differ by
+# less are drawn flat (and say so) instead of stretching rounding noise over the whole colour range.
+MIN_RELATIVE_SPAN = 0.05
 MODEL_LABELS = {"base": "base (before)", "teacher": "denoised teacher", "student": "student (after)"}
 
 
@@ -128,18 +133,67 @@ def pca_rgb(
 
 # ----------------------------------------------------------------------------------------------------------------
 # One figure
-def _draw_norm_panels(figure, axes, features: dict, grid_size: tuple[int, int], extent: tuple) -> None:
-    """Base and student norm maps on one colour scale, with one colorbar for both."""
+@dataclass
+class NormScale:
+    """The shared colour scale of the two norm maps of one image, relative to the base model's median norm.
+
+    Attributes:
+        median: the base model's median patch-token norm (the unit of the scale).
+        low, high: the colour range, in multiples of `median`.
+        spread: (largest - smallest norm) / median over both maps, before any widening.
+        flat: the spread is under `MIN_RELATIVE_SPAN`, so the range was widened to that span around the norms:
+            otherwise rounding-size differences would fill the whole colour range and look like structure.
+    """
+
+    median: float
+    low: float
+    high: float
+    spread: float
+    flat: bool
+
+    def describe(self) -> str:
+        if self.flat:
+            return f"flat: all within {self.spread * 100:.2g} % of the base median {self.median:.3g}"
+        return f"shared scale {self.low:.3g}..{self.high:.3g} x base median {self.median:.3g}"
+
+
+def norm_scale(norms: Sequence[np.ndarray], median: float) -> NormScale:
+    """The shared, median-relative colour scale of norm maps (see `NormScale`)."""
+    unit = median if median > 0 else 1.0
+    low = float(min(norm.min() for norm in norms)) / unit
+    high = float(max(norm.max() for norm in norms)) / unit
+    spread = high - low
+    flat = spread < MIN_RELATIVE_SPAN
+    if flat:
+        center = (low + high) / 2
+        low, high = center - MIN_RELATIVE_SPAN / 2, center + MIN_RELATIVE_SPAN / 2
+    return NormScale(median=unit, low=low, high=high, spread=spread, flat=flat)
+
+
+def _draw_norm_panels(figure, axes, features: dict, grid_size: tuple[int, int], extent: tuple) -> NormScale:
+    """Base and student norm maps on one colour scale (multiples of the base's median norm), one colorbar."""
+    from matplotlib.ticker import ScalarFormatter
+
     norms = {name: token_norm_map(features[name], grid_size) for name in ("base", "student")}
-    low = float(min(norm.min() for norm in norms.values()))
-    high = float(max(norm.max() for norm in norms.values()))
+    scale = norm_scale(list(norms.values()), float(np.median(norms["base"])))
     mappable = None
     for ax, (name, norm) in zip(axes, norms.items(), strict=True):
         mappable = ax.imshow(
-            norm, cmap="inferno", vmin=low, vmax=high, interpolation="nearest", extent=extent
+            norm / scale.median,
+            cmap="inferno",
+            vmin=scale.low,
+            vmax=scale.high,
+            interpolation="nearest",
+            extent=extent,
         )
-        ax.set_title(f"{MODEL_LABELS[name]}: patch-token norm\n(shared scale {low:.3g}..{high:.3g})")
-    figure.colorbar(mappable, ax=list(axes), shrink=0.9, label="token norm (same scale)")
+        ax.set_title(f"{MODEL_LABELS[name]}: patch-token norm\n({scale.describe()})")
+    colorbar = figure.colorbar(
+        mappable, ax=list(axes), shrink=0.9, label=f"token norm / base median norm ({scale.median:.4g})"
+    )
+    # Plain tick labels: an offset ("+8") would hide how small the differences are.
+    colorbar.formatter = ScalarFormatter(useOffset=False)
+    colorbar.update_ticks()
+    return scale
 
 
 def render_comparison(
@@ -353,7 +407,9 @@ class VisualizeArguments:
     num_views: int = field(
         default=10, metadata={"help": "K views averaged by the denoised teacher (reference: 10)."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the teacher's views (drawn per image)."})
+    seed: int = field(
+        default=MEASURE_VIEW_SEED, metadata={"help": "Seed of the teacher's views (drawn per image)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
     dpi: int = field(
         default=100, metadata={"help": "Resolution of the PNGs (a figure is 10.5 x 7.4 inches)."}

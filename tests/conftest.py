@@ -57,10 +57,11 @@ def backbone(request) -> str:
     return request.param
 
 
-def run_without_phreg(code: str, cwd: str) -> subprocess.CompletedProcess:
-    """Run Python code in a fresh process that cannot import phreg_hf (as a user who never installed it)."""
+def run_without_phreg(code: str, cwd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh process that cannot import phreg_hf (as a user who never installed it), offline;
+    `env` adds environment variables (e.g. HF_HOME)."""
     prelude = "import sys\nsys.modules['phreg_hf'] = None  # any `import phreg_hf` now fails\n"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **(env or {})}
     env["HF_HUB_OFFLINE"] = "1"
     result = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],

@@ -20,7 +20,7 @@ from PIL import Image
 from test_trainer import run, tiny_planted
 
 from phreg_hf import student_from_base
-from phreg_hf.constants import METRICS_FILE
+from phreg_hf.constants import MEASURE_VIEW_SEED, METRICS_FILE
 from phreg_hf.evaluation import (
     MODEL_ROWS,
     EvalArguments,
@@ -152,7 +152,7 @@ def test_measure_artifacts_reproduces_the_trainer_measures(distilled):
         trainer.teacher,
         images=description,
         indices=indices,
-        view_seed=trainer.args.seed + 1,
+        view_seed=MEASURE_VIEW_SEED,
         batch_size=trainer.args.per_device_train_batch_size,
         device=trainer.accelerator.device,
         autocast=trainer.accelerator.autocast,
@@ -163,6 +163,27 @@ def test_measure_artifacts_reproduces_the_trainer_measures(distilled):
     }
     for name in MODEL_ROWS:
         assert payload["rows"][name] == pytest.approx(expected["rows"][name], rel=1e-5, abs=1e-6), name
+
+
+def test_phreg_eval_on_the_trainers_held_out_folder_prints_the_trainers_table(distilled):
+    """Same images (the first N in sorted order), same teacher views: `phreg eval` with its defaults and the run's
+    final measures are one table, not two."""
+    from phreg_hf.training_args import DistillArguments
+
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillArguments)}
+    assert defaults["num_eval_images"] == EvalArguments.max_images  # same number of images by default
+    expected = distilled.result["metrics"]
+    payload = evaluate(
+        EvalArguments(
+            base=str(distilled.base),
+            student=str(distilled.student),
+            images=str(distilled.heldout),
+            max_images=distilled.trainer.args.num_eval_images,
+        )
+    )
+    assert payload["num_images"] == expected["num_images"]
+    for name in MODEL_ROWS:
+        assert payload["rows"][name] == pytest.approx(expected["rows"][name], rel=1e-4, abs=1e-5), name
 
 
 def test_unreadable_images_are_skipped_and_counted(distilled, tmp_path, capsys):
@@ -273,6 +294,9 @@ def test_help_lists_every_option_with_defaults(capsys):
         assert f"--{option.name}" in text, option.name
         assert option.metadata.get("help"), option.name
     assert "(default: 10)" in text and "(default: 64)" in text
+    device_help = " ".join(text.split("--device DEVICE")[-1].split())
+    assert device_help.count("default") == 1, device_help  # its own "(default: cuda if available)", not twice
+    assert "(default: None)" not in " ".join(text.split("--base BASE")[-1].split("--resolution")[0].split())
 
 
 def test_missing_required_option_is_a_usage_error(capsys):

@@ -184,11 +184,12 @@ def results_table(card_text: str) -> tuple[list[str], dict[str, list[str]]]:
     lines = card_text.split("## Results", 1)[1].split("\n## ", 1)[0].splitlines()
     header = next(line for line in lines if line.startswith("| Measure |"))
     columns = [cell.strip() for cell in header.strip("|").split("|")][2:]
+    keys = {label.capitalize(): key for key, label in model_card.METRIC_LABELS.items()}
     rows = {}
     for line in lines:
-        match = re.match(r"\| `(\w+)` \|", line)
+        match = re.match(r"\| ([^|`]+?) \| (?:lower|higher|-) \|", line)
         if match:
-            rows[match.group(1)] = [cell.strip() for cell in line.strip("|").split("|")][2:]
+            rows[keys[match.group(1)]] = [cell.strip() for cell in line.strip("|").split("|")][2:]
     return columns, rows
 
 
@@ -385,7 +386,10 @@ def test_card_metadata_and_numbers_come_from_the_folder(tmp_path):
             value = METRICS["rows"][model][measure]
             assert cell == f"{value:.4g}", (measure, model)
             assert math.isclose(float(cell), value, rel_tol=5e-4), (measure, model)
-    assert "| `outlier_ratio` | lower |" in card.text and "| `teacher_agreement` | higher |" in card.text
+    assert "| Outlier ratio | lower |" in card.text and "| Cosine to denoised teacher | higher |" in card.text
+    # Every measure shown is defined under the table.
+    for measure in rows:
+        assert f"(`{measure}`): {model_card.METRIC_DESCRIPTIONS[measure]}" in card.text, measure
 
     # The run's facts, formatted from the JSON.
     text = card.text
@@ -394,7 +398,11 @@ def test_card_metadata_and_numbers_come_from_the_folder(tmp_path):
     assert "at 518 x 518 px" in text and "K = 10 views" in text
     assert f"on {TRAINING_SETTINGS['hardware']} in 47 min 23 s" in text
     assert "| Batch size | 16 (8 per device x 2 accumulation steps x 1 processes) |" in text
-    assert "| `learning_rate` | 0.0001 |" in text  # settings the card has no label for still show up
+    assert "| Learning rate | 0.0001 to 5e-06 |" in text
+    assert "| Weight decay" not in text and "weight_decay" not in text  # part of the optimizer row, not raw
+    assert "`" not in "".join(
+        re.findall(r"^\| ([^|]+) \|", text.split("| Setting |")[1].split("\n\n")[0], re.M)
+    )
     assert "/runs/dinov2-phreg" not in text  # the raw command line stays in the JSON
     assert f"{METRICS['num_images']} held-out images" in text
     # The remote-code section lists exactly the auto_map files, with their hashes.
@@ -493,6 +501,82 @@ def test_unknown_license_is_an_error_naming_license(tmp_path, fake_hub, capsys):
     with pytest.raises(ValueError, match="--license"):
         hub.push_folder_to_hub(folder, REPO_ID)
     assert fake_hub.calls == ["model_info"]
+
+
+def test_license_error_names_the_training_record_only_when_there_is_one(tmp_path):
+    folder = tmp_path / "bare"
+    make_student().save_pretrained(folder)
+    with pytest.raises(ValueError, match="--license") as error:
+        hub.render_model_card(folder, REPO_ID)
+    message = str(error.value)
+    assert f"has no {TRAINING_SETTINGS_FILE}" in message
+    assert f"not recorded in {folder / TRAINING_SETTINGS_FILE}" not in message
+
+
+def test_an_untrained_student_is_called_untrained_and_warned_about(tmp_path, fake_hub, caplog):
+    folder = tmp_path / "bare"
+    make_student().save_pretrained(folder)  # student_from_base(...).save_pretrained: nothing trained
+    with caplog.at_level(logging.WARNING, logger="phreg_hf.model_card"):
+        result = hub.push_folder_to_hub(folder, REPO_ID, license="mit")
+    assert "nothing records that the model was trained" in caplog.text
+    text = result.card.text
+    assert "**Not trained, as far as this repository shows.**" in text
+    assert "were fit to the training images" not in text and "added\nafter training by" not in text
+    assert "this one has not been trained" in text and "its registers were not fit to any images" in text
+
+    # A training record with no optimizer step: untrained, said plainly.
+    run = tmp_path / "run"
+    save_run_folder(run, settings={**TRAINING_SETTINGS, "global_steps": 0}, training_state=False)
+    text = hub.render_model_card(run, REPO_ID, license="mit").text
+    assert "**Untrained.**" in text and "were fit to the training images" not in text
+    # A trained run gets neither notice.
+    save_run_folder(tmp_path / "trained", training_state=False)
+    text = hub.render_model_card(tmp_path / "trained", REPO_ID, license="mit").text
+    assert "Untrained" not in text and "Not trained" not in text
+    assert "were fit to the training images" in text
+
+
+def test_a_demo_card_says_demo_model_not_for_use_and_shows_readable_settings(tmp_path):
+    folder = tmp_path / "demo"
+    settings = {
+        **TRAINING_SETTINGS,
+        "base_model": "synthetic planted-artifact dinov2 (random init, not pretrained)",
+        "base_model_synthetic": {"description": "random-init backbone with planted artifacts", "seed": 0},
+        "license": "apache-2.0",
+        "fill_value": 1.0,
+        "flip_prob": 0.5,
+        "global_batch_size": 16,
+        "optimizer": {
+            "name": "AdamW",
+            "betas": [0.9, 0.999],
+            "max_grad_norm": 0.0,
+            "schedule": "exponential decay",
+        },
+        "teacher_images": 10,
+        "teacher_cache": {"dir": "phreg-demo/teacher_cache", "dtype": "float16", "hits": 90, "misses": 10},
+        "a_future_setting": 3,
+    }
+    save_run_folder(folder, settings=settings, training_state=False)
+    card = hub.render_model_card(folder, REPO_ID)
+    text = card.text
+    title, after_title = text.split(f"# {REPO_ID.split('/')[1]}\n", 1)
+    assert after_title.lstrip().startswith("> **Demo model, not for use.**")
+    assert "(not a Hub model id)" not in text and card.data.base_model is None
+    table = text.split("| Setting | Value |", 1)[1].split("\n\n", 1)[0]
+    for raw in ("fill_value", "license", "base_model_synthetic", "global_batch_size", "teacher_cache"):
+        assert raw not in table, raw
+    assert "`" not in "".join(re.findall(r"^\| ([^|]+) \|", table, re.M))  # labels are words, not JSON keys
+    assert "phreg-demo/teacher_cache" not in text  # no local path
+    assert table.count("Batch size") == 1 and "| 16 (8 per device" in table
+    assert "| Fill of shifted-in pixels | 1 (raw pixel value" in table
+    assert "| Teacher passes | 10 images (targets cached in float16: 90 reuses, 10 computed" in table
+    assert "| A future setting | 3 |" in table  # unknown settings still show, under a readable label
+
+
+def test_every_measure_has_a_label_and_a_definition():
+    from phreg_hf.metrics import METRIC_NAMES
+
+    assert set(METRIC_NAMES) <= set(model_card.METRIC_DESCRIPTIONS) & set(model_card.METRIC_LABELS)
 
 
 def test_license_is_inherited_from_settings_or_a_local_base_card(tmp_path):

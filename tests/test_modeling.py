@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 import torch
 from conftest import BACKBONES, IMAGE_SIZE, PATCH_SIZE, make_base
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel, Dinov2ForImageClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    CLIPConfig,
+    CLIPModel,
+    CLIPVisionModel,
+    Dinov2ForImageClassification,
+)
 
 import phreg_hf
 from phreg_hf import PhregCLIPVisionModel, PhregDinov2Model, PhregViTModel, student_from_base
@@ -195,6 +203,35 @@ def test_from_base_accepts_paths_and_wrappers(tmp_path):
     student = student_from_base(clip, 0)
     assert isinstance(student, PhregCLIPVisionModel)
     assert torch.equal(student.post_layernorm.weight, clip.vision_model.post_layernorm.weight)
+
+
+def test_full_checkpoints_load_their_vision_tower_without_an_unexpected_keys_report(tmp_path):
+    """A full CLIP checkpoint (text tower, projections) or a classifier checkpoint: only the base model is used, so
+    transformers' load report must not list the rest as UNEXPECTED."""
+    clip_base = make_base("clip_vision_model")
+    text = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    clip = CLIPModel(CLIPConfig(vision_config=clip_base.config.to_dict(), text_config=text))
+    clip.save_pretrained(tmp_path / "clip")
+    Dinov2ForImageClassification(make_base("dinov2").config).save_pretrained(tmp_path / "classifier")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        CLIPVisionModel.from_pretrained(tmp_path / "clip")  # the stock class reports them: the check can fail
+        assert any("UNEXPECTED" in message for message in records)
+        records.clear()
+        student = student_from_base(str(tmp_path / "clip"), 2)
+        dinov2 = student_from_base(str(tmp_path / "classifier"), 2)
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert not any("UNEXPECTED" in message or "LOAD REPORT" in message for message in records), records
+    assert type(student) is PhregCLIPVisionModel and type(dinov2) is PhregDinov2Model
+    vision = clip.vision_model.state_dict()
+    for name, tensor in student.state_dict().items():
+        if name != "register_tokens":
+            assert torch.equal(tensor, vision[name]), name  # every weight of the vision tower, exactly
 
 
 def test_from_base_keeps_dtype():

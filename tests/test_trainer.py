@@ -86,6 +86,16 @@ def test_help_lists_every_option():
     for flag in ("--no_train_registers", "--no_train_last_block"):
         assert flag in result.stdout
     assert "(default: 16)" in result.stdout  # defaults are shown
+    help_text = " ".join(result.stdout.split())
+    # Each --no_X switch says what it does (not X's own help), and a default is stated once.
+    assert (
+        "--no-train-registers Turn off --train_registers (on by default: train the register tokens)."
+        in help_text
+    )
+    assert "Train the register tokens. (default: True) --no_train_registers" in help_text
+    assert "(default: None)" not in help_text.split("--resolution RESOLUTION")[1].split("--dataloader")[0]
+    assert "demo's synthetic model trains at its own image_size" in help_text
+    assert "Without --teacher (the offline demo on a synthetic model) these defaults change" in help_text
 
 
 def test_reference_defaults():
@@ -519,8 +529,8 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
         "modeling_phreg.py",
         METRICS_FILE,
         TRAINING_SETTINGS_FILE,
-        f"{PREVIEWS_DIR}/image_000.png",
-        f"{PREVIEWS_DIR}/image_001.png",
+        f"{PREVIEWS_DIR}/train_00000.png",  # no --eval_images: the first training images, named by index
+        f"{PREVIEWS_DIR}/train_00001.png",
     }, "the model, its code, processor, card, run JSONs and previews; no checkpoints, logs or cache"
     for name, content in files.items():
         assert content == (out / name).read_bytes(), name
@@ -528,10 +538,10 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "apache-2.0"  # the synthetic model is made by this library
     # The synthetic base is named as such, never passed off as a Hub model.
-    assert card.data.base_model is None and "random init, not pretrained" in card.text
+    assert card.data.base_model is None and "**Demo model, not for use.**" in card.text
     settings = json.loads((out / TRAINING_SETTINGS_FILE).read_text())
     assert f"for {settings['global_steps']} optimizer steps" in card.text
-    assert f"![{PREVIEWS_DIR}/image_000.png]({PREVIEWS_DIR}/image_000.png)" in card.text
+    assert f"![{PREVIEWS_DIR}/train_00000.png]({PREVIEWS_DIR}/train_00000.png)" in card.text
 
 
 def test_a_failed_push_keeps_the_run_and_names_the_retry(tmp_path, sample_images, monkeypatch, caplog):

@@ -4,6 +4,7 @@ distillation, are under test here; test_evaluation measures a distilled student)
 
 from __future__ import annotations
 
+import re
 import sys
 from types import SimpleNamespace
 
@@ -106,7 +107,11 @@ def test_figure_has_every_panel_and_shared_norm_scale():
     assert len(figure.axes) == len(PANELS) + 1  # plus the norm colorbar
     base_norm, student_norm = (panels[name].get_images()[0] for name in ("base_norm", "student_norm"))
     assert base_norm.get_clim() == student_norm.get_clim()  # one colour scale for both norm maps
-    assert base_norm.get_clim()[1] == pytest.approx(base[10].norm().item(), rel=1e-5)
+    # In multiples of the base model's median norm: the high-norm token sets the top of the scale.
+    norms = base.norm(dim=-1)
+    median = float(np.median(norms.numpy()))
+    assert base_norm.get_clim()[1] == pytest.approx(base[10].norm().item() / median, rel=1e-5)
+    assert "x base median" in panels["base_norm"].get_title()
     for name in ("base_pca", "teacher_pca", "student_pca"):
         rgb = panels[name].get_images()[0].get_array()
         assert rgb.shape == (*GRID, 3) and 0.0 <= rgb.min() and rgb.max() <= 1.0
@@ -115,6 +120,24 @@ def test_figure_has_every_panel_and_shared_norm_scale():
         "PCA fitted on base + teacher + student"
         in render_comparison(image, base, teacher, student, GRID, pca_fit_on="all").get_suptitle()
     )
+
+
+def test_nearly_flat_norms_are_drawn_flat_and_say_so():
+    """Norms of 8 +- 1e-4 must not fill the colour range (they would read as structure), nor hide behind an
+    offset on the colorbar."""
+    image = np.zeros((56, 56, 3))
+    directions = torch.nn.functional.normalize(random_tokens(5), dim=-1)
+    wobble = 1 + 1e-5 * torch.randn(49, 1, generator=torch.Generator().manual_seed(6))
+    base, student = 8 * directions * wobble, 8 * directions.flip(0) * wobble
+    figure = render_comparison(image, base, random_tokens(7), student, GRID)
+    panels = {ax.get_label(): ax for ax in figure.axes if ax.get_label() in PANELS}
+    low, high = panels["base_norm"].get_images()[0].get_clim()
+    assert high - low == pytest.approx(0.05) and low < 1.0 < high  # 5 % of the median, centred on the norms
+    assert re.search(r"flat: all within 0\.00\d+ % of the base median 8\)", panels["base_norm"].get_title())
+    colorbar = next(ax for ax in figure.axes if ax.get_label() not in PANELS)
+    figure.canvas.draw()
+    assert colorbar.yaxis.get_major_formatter().get_offset() == ""  # no "+8" offset hiding the scale
+    assert "base median norm (8" in colorbar.get_ylabel()
 
 
 def test_pca_colours_are_shared_between_feature_sets():

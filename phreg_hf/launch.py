@@ -1,0 +1,86 @@
+"""How the training script was launched: catch `accelerate launch --num_processes N` that runs one process.
+
+`accelerate launch --num_processes 2 script.py` on a machine without GPUs starts ONE process: without
+`--multi_gpu` (or a config whose distributed_type is MULTI_GPU), Accelerate's simple launcher runs the script once
+and tells it nothing about the requested count. `requested_processes` reads the count from the launcher's own
+command line (the parent process) and `process_count_warning` compares it with the processes actually running.
+
+`examples/accelerate_config.yaml` is a single-process launch config: `accelerate launch --config_file
+examples/accelerate_config.yaml ...` uses it and prints none of the "values were not passed to `accelerate launch`"
+notices a launch without any config prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+_NUM_PROCESSES = re.compile(r"^--num[_-]processes(?:=(\d+))?$")
+
+
+def _launcher_command_line() -> list[str]:
+    """The parent process's argv (empty when it cannot be read)."""
+    try:
+        import psutil  # a dependency of accelerate
+
+        return list(psutil.Process(os.getppid()).cmdline())
+    except Exception:  # noqa: BLE001 - no parent information just means "nothing to compare"
+        return []
+
+
+def requested_processes(launcher_argv: Sequence[str] | None = None) -> int | None:
+    """The `--num_processes` given to `accelerate launch`, or None when the script was not started that way.
+
+    Args:
+        launcher_argv: the launcher's command line (default: the parent process's, read with psutil), e.g.
+            `["python", "/usr/bin/accelerate", "launch", "--num_processes", "2", "examples/distill.py", ...]`.
+    """
+    argv = list(_launcher_command_line() if launcher_argv is None else launcher_argv)
+    names = [os.path.basename(word) for word in argv]
+    # `accelerate launch ...` (the console script) or `python -m accelerate.commands.launch ...`.
+    starts = [
+        index
+        for index, name in enumerate(names)
+        if name == "accelerate.commands.launch"
+        or (name == "launch" and any(n.split(".")[0] == "accelerate" for n in names[:index]))
+    ]
+    if not starts:
+        return None
+    launch = starts[0]
+    for index in range(launch + 1, len(argv)):
+        word = argv[index]
+        if word.endswith(".py") or word == "--":  # the training script: what follows are its own options
+            return None
+        match = _NUM_PROCESSES.match(word)
+        if match:
+            value = match.group(1) or (argv[index + 1] if index + 1 < len(argv) else "")
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def process_count_warning(
+    num_processes: int | None = None, launcher_argv: Sequence[str] | None = None
+) -> str | None:
+    """A message when `accelerate launch --num_processes N` started fewer than N processes; else None.
+
+    Args:
+        num_processes: processes actually running (default: `WORLD_SIZE`, 1 when unset).
+        launcher_argv: see `requested_processes`.
+    """
+    requested = requested_processes(launcher_argv)
+    running = int(os.environ.get("WORLD_SIZE", "1")) if num_processes is None else int(num_processes)
+    if requested is None or requested <= running:
+        return None
+    return (
+        f"accelerate launch was asked for --num_processes {requested} but only {running} process(es) run: without "
+        "--multi_gpu, Accelerate starts a single process on a machine without GPUs. For "
+        f"{requested} processes on CPUs, launch with\n"
+        f"    accelerate launch --multi_gpu --num_processes {requested} examples/distill.py ...\n"
+        f"or  torchrun --nproc_per_node {requested} examples/distill.py ...\n"
+        "(the trainer joins them into a CPU (gloo) process group). Continuing with "
+        f"{running} process(es)."
+    )
+
+
+__all__ = ["process_count_warning", "requested_processes"]
