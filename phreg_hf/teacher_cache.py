@@ -265,6 +265,8 @@ class TeacherTargetCache:
 
     def put(self, indices: Sequence[int], targets: torch.Tensor, crop_seeds: Sequence[int]) -> None:
         """Store targets `(B, N, C)` of images `indices`, computed on crops seeded by `crop_seeds`."""
+        if not indices:
+            return
         if targets.ndim != 3 or targets.shape[0] != len(indices) or len(crop_seeds) != len(indices):
             raise ValueError(
                 f"put() needs targets (B, N, C) with B = len(indices) = len(crop_seeds); got targets "
@@ -309,13 +311,27 @@ class TeacherTargetCache:
                     f"Image {index} was cached with crop seed {stored} but is now cropped with "
                     f"{crop_seeds[row]}; delete {self.directory} or pass another --teacher_cache."
                 )
+        computed = None
         if missing_rows:
             computed = compute(pixel_values[missing_rows], [indices[row] for row in missing_rows])
+            # A non-finite target (NaN/inf from the teacher) is used once, for this step only (which the trainer
+            # then skips), and never stored: a cached NaN would spoil every later epoch of that image.
+            finite = torch.isfinite(computed.flatten(1)).all(dim=1).tolist()
+            keep = [i for i, ok in enumerate(finite) if ok]
             self.put(
-                [indices[row] for row in missing_rows], computed, [crop_seeds[row] for row in missing_rows]
+                [indices[missing_rows[i]] for i in keep],
+                computed[keep],
+                [crop_seeds[missing_rows[i]] for i in keep],
             )
         self.misses += len(missing_rows)
         self.hits += len(indices) - len(missing_rows)
+        if computed is not None and not all(finite):
+            rows = {row: i for i, row in enumerate(missing_rows)}
+            stored = [self.get([index])[0] if row not in rows else None for row, index in enumerate(indices)]
+            targets = torch.stack(
+                [computed[rows[row]].float() if row in rows else stored[row] for row in range(len(indices))]
+            )
+            return targets.to(pixel_values.device), len(missing_rows)
         return self.get(indices).to(pixel_values.device), len(missing_rows)
 
     def flush(self) -> Path | None:

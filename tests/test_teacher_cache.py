@@ -222,3 +222,20 @@ def test_changed_teacher_k_or_resolution_invalidate_the_cache(tmp_path, sample_i
             make_args(tmp_path / "b", sample_images[0], teacher_cache=str(tmp_path / "cache"), **overrides),
             base_model=base or tiny_planted(),
         )
+
+
+def test_a_non_finite_target_is_used_once_and_never_stored(tmp_path):
+    cache = TeacherTargetCache(tmp_path / "cache", {"k": 1})
+    pixels = torch.zeros(2, 3, 4, 4)
+
+    def compute(pv, idx):
+        targets = torch.ones(len(idx), 9, 8)
+        targets[0, 0, 0] = float("nan")  # the first computed image is broken
+        return targets
+
+    targets, computed = cache.get_or_compute([0, 1], pixels, compute, crop_seeds=[7, 8])
+    assert computed == 2 and torch.isnan(targets[0]).any() and torch.isfinite(targets[1]).all()
+    assert 0 not in cache and 1 in cache  # the NaN target is recomputed next time, not replayed every epoch
+    cache.flush()
+    reopened = TeacherTargetCache(tmp_path / "cache", {"k": 1})
+    assert 0 not in reopened and torch.equal(reopened.get([1])[0], torch.ones(9, 8))
