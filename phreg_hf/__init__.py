@@ -11,12 +11,14 @@ from .configuration_phreg import (
     DEFAULT_NUM_REGISTER_TOKENS,
     PhregCLIPVisionConfig,
     PhregDinov2Config,
+    PhregDinov2WithRegistersConfig,
     PhregViTConfig,
 )
 from .modeling_phreg import (
     TRAINABLE_PARTS,
     PhregCLIPVisionModel,
     PhregDinov2Model,
+    PhregDinov2WithRegistersModel,
     PhregRegisterMixin,
     PhregViTModel,
     student_class_for,
@@ -29,6 +31,7 @@ for _config_class, _model_class in (
     (PhregDinov2Config, PhregDinov2Model),
     (PhregViTConfig, PhregViTModel),
     (PhregCLIPVisionConfig, PhregCLIPVisionModel),
+    (PhregDinov2WithRegistersConfig, PhregDinov2WithRegistersModel),
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
@@ -41,6 +44,8 @@ __all__ = [
     "PhregCLIPVisionModel",
     "PhregDinov2Config",
     "PhregDinov2Model",
+    "PhregDinov2WithRegistersConfig",
+    "PhregDinov2WithRegistersModel",
     "PhregRegisterMixin",
     "PhregViTConfig",
     "PhregViTModel",
