@@ -5,7 +5,7 @@ marks them for `save_pretrained` to write an `auto_map` plus the code files, so 
 installed phreg-hf can load a saved student with `trust_remote_code=True`.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoBackbone, AutoConfig, AutoModel
 
 from .configuration_phreg import (
     DEFAULT_NUM_REGISTER_TOKENS,
@@ -24,6 +24,12 @@ from .modeling_phreg import (
     student_class_for,
     student_from_base,
 )
+from .modeling_phreg_backbone import (
+    PhregCLIPVisionBackbone,
+    PhregDinov2Backbone,
+    PhregDinov2WithRegistersBackbone,
+    PhregViTBackbone,
+)
 
 __version__ = "0.1.0"
 
@@ -38,15 +44,28 @@ for _config_class, _model_class in (
     _config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModel")
 
+for _backbone_class in (
+    PhregDinov2Backbone,
+    PhregViTBackbone,
+    PhregCLIPVisionBackbone,
+    PhregDinov2WithRegistersBackbone,
+):
+    AutoBackbone.register(_backbone_class.config_class, _backbone_class, exist_ok=True)
+    _backbone_class.register_for_auto_class("AutoBackbone")
+
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",
+    "PhregCLIPVisionBackbone",
     "PhregCLIPVisionConfig",
     "PhregCLIPVisionModel",
+    "PhregDinov2Backbone",
     "PhregDinov2Config",
     "PhregDinov2Model",
+    "PhregDinov2WithRegistersBackbone",
     "PhregDinov2WithRegistersConfig",
     "PhregDinov2WithRegistersModel",
     "PhregRegisterMixin",
+    "PhregViTBackbone",
     "PhregViTConfig",
     "PhregViTModel",
     "TRAINABLE_PARTS",

@@ -195,6 +195,20 @@ class PhregRegisterMixin:
         )
         return {key: getattr(base.config, key) for key in keys if not key.startswith("_")}
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus an `AutoBackbone` entry in `config.json`'s `auto_map`, so that
+        a saved student also loads as a backbone with `trust_remote_code=True` (the backbone file is copied
+        with this one: it is imported here, relatively)."""
+        from .modeling_phreg_backbone import backbone_class_for
+
+        backbone_class = backbone_class_for(self.config.model_type)
+        if getattr(self, "_auto_class", None) is not None and backbone_class is not None:
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoBackbone": f"modeling_phreg_backbone.{backbone_class.__name__}",
+            }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
     # ----------------------------------------------------------------------------------------------------------
     # Forward
     @property
