@@ -636,6 +636,16 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        """As [`PhregRegisterMixin.forward`], with the signature of `CLIPVisionModel.forward`: CLIP has no mask
+        token, so `bool_masked_pos` is no declared argument (passed anyway, it is refused with a clear error)."""
+        return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+
     def embed_patches(self, pixel_values, bool_masked_pos=None):
         # At the native size CLIP's interpolation returns the position embeddings unchanged. CLIP has no mask
         # token, so `check_bool_masked_pos` has refused bool_masked_pos before this point.
