@@ -45,7 +45,12 @@ from transformers import HfArgumentParser
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
-from .configuration_phreg import PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
+from .configuration_phreg import (
+    PhregCLIPVisionConfig,
+    PhregDinov2Config,
+    PhregDinov2WithRegistersConfig,
+    PhregViTConfig,
+)
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .modeling_phreg import TRAINABLE_PARTS
 
@@ -68,7 +73,10 @@ STUDENT_BACKBONES = {
     PhregDinov2Config.model_type: ("dinov2", "DINOv2"),
     PhregViTConfig.model_type: ("vit", "ViT"),
     PhregCLIPVisionConfig.model_type: ("clip", "CLIP vision"),
+    PhregDinov2WithRegistersConfig.model_type: ("dinov2", "DINOv2 with registers"),
 }
+# Students that export to a stock `Dinov2WithRegistersModel` (`to_dinov2_with_registers`).
+DINOV2_MODEL_TYPES = (PhregDinov2Config.model_type, PhregDinov2WithRegistersConfig.model_type)
 CARD_TAGS = ("phreg", "registers", "vision")
 PIPELINE_TAG = "image-feature-extraction"
 
@@ -668,6 +676,9 @@ def render_model_card(
     image_size = config.get("image_size", "?")
     image_size = image_size[0] if isinstance(image_size, list) else image_size
     num_registers = int(config.get("num_register_tokens", 0))
+    # A base pretrained with registers (Dinov2WithRegisters) keeps its own, before PH-Reg's.
+    num_base_registers = int(config.get("num_base_register_tokens", 0))
+    base_registers = f"base_register_1 .. base_register_{num_base_registers}, " if num_base_registers else ""
     parts = (settings or {}).get("trainable_parts")
     trained_parts_text = (
         f"the {_format_trained_parts(parts)}"
@@ -685,13 +696,14 @@ def render_model_card(
         "model_name": repo_id.split("/")[-1],
         "base_model_phrase": base_phrase,
         "num_register_tokens": num_registers,
-        "token_layout": f"1 + {num_registers} + patches",
+        "token_layout": f"1 + {f'{num_base_registers} + ' if num_base_registers else ''}{num_registers} + patches",
+        "token_order": f"[CLS, {base_registers}register_1 .. register_{num_registers}, patches]",
         "hidden_size": config.get("hidden_size", "?"),
         "patch_size": patch_size,
         "image_size": image_size,
         "has_image_processor": has_image_processor,
         "processor_source": processor_source,
-        "is_dinov2": model_type == PhregDinov2Config.model_type,
+        "is_dinov2": model_type in DINOV2_MODEL_TYPES,
         "export_subfolder": export_subfolder or "",
         "has_settings": settings is not None,
         "settings_file": TRAINING_SETTINGS_FILE,
@@ -798,10 +810,11 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
 
 def _export_dinov2_with_registers(folder: Path, export_root: Path) -> list[UploadFile]:
     """Save the stock `Dinov2WithRegistersModel` export of the student in `folder` under export_root/EXPORT_SUBFOLDER."""
-    from .modeling_phreg import PhregDinov2Model
+    from transformers import AutoModel
 
     target = export_root / EXPORT_SUBFOLDER
-    PhregDinov2Model.from_pretrained(folder).to_dinov2_with_registers().save_pretrained(target)
+    # AutoModel maps the student's model_type (registered by `import phreg_hf`) to its class.
+    AutoModel.from_pretrained(folder).to_dinov2_with_registers().save_pretrained(target)
     if (folder / IMAGE_PROCESSOR_NAME).is_file():
         shutil.copy2(folder / IMAGE_PROCESSOR_NAME, target / IMAGE_PROCESSOR_NAME)
     return [
@@ -897,7 +910,7 @@ def push_folder_to_hub(
     # Refuse pickles, missing weights, ... before writing anything.
     prepare_upload(folder, require_readme=False)
     config = read_student_config(folder)
-    if export_dinov2_with_registers and config["model_type"] != PhregDinov2Config.model_type:
+    if export_dinov2_with_registers and config["model_type"] not in DINOV2_MODEL_TYPES:
         raise ValueError(
             f"--export_dinov2_with_registers applies to DINOv2 students only; {folder} holds a "
             f"{config['model_type']!r} student. Drop the option."

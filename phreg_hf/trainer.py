@@ -89,7 +89,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 # The demo's synthetic base model (stock Dinov2Model + image processor), saved in output_dir for `phreg eval`.
 DEMO_BASE_DIR = "demo_base"
 # Reference resolutions (METHOD.md / reference code) when --resolution is not given.
-REFERENCE_RESOLUTIONS = {"dinov2": 518, "clip_vision_model": 448, "clip": 448}
+REFERENCE_RESOLUTIONS = {"dinov2": 518, "dinov2_with_registers": 518, "clip_vision_model": 448, "clip": 448}
 
 
 def _tensorboard_available() -> bool:

@@ -66,7 +66,18 @@ def fetch(root: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix="fetch-", dir=root.parent))
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet"]
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "--quiet",
+                "--retries",
+                "1",
+            ]
             + ["--dest", str(staging), f"transformers=={version}"],
             capture_output=True,
             text=True,
