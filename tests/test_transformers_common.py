@@ -66,13 +66,13 @@ class StudentTester:
         self.config_class = model_class.config_class
         self.extra_config = extra_config
         self.num_register_tokens = num_register_tokens
-        self.batch_size = 3
+        self.batch_size = 2
         self.image_size = 16
         self.patch_size = 4
         self.num_channels = 3
         self.hidden_size = 32
         self.num_hidden_layers = 2
-        self.num_attention_heads = 4
+        self.num_attention_heads = 2
         self.is_training = True
         num_patches = (self.image_size // self.patch_size) ** 2
         self.seq_length = num_base_prefix_tokens + num_register_tokens + num_patches
