@@ -13,9 +13,9 @@
 # limitations under the License.
 """PH-Reg for Hugging Face: post-hoc self-distilled registers for ViT, DINOv2 and CLIP vision models.
 
-Importing this package registers the student configs with `AutoConfig` and the models with `AutoModel`, and
-marks them for `save_pretrained` to write an `auto_map` plus the code files, so that people who never
-installed phreg-hf can load a saved student with `trust_remote_code=True`.
+Importing this package registers the student configs with `AutoConfig`, the models with `AutoModel` and their
+backbone forms with `AutoBackbone`, and marks them for `save_pretrained` to write an `auto_map` plus the code
+files, so that people who never installed phreg-hf can load a saved student with `trust_remote_code=True`.
 """
 
 from transformers import AutoBackbone, AutoConfig, AutoModel
