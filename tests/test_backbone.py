@@ -10,6 +10,7 @@ from transformers import (
     AutoBackbone,
     Dinov2Backbone,
     Dinov2Config,
+    Dinov2WithRegistersBackbone,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
     DPTConfig,
@@ -84,6 +85,21 @@ def test_zero_register_dinov2_backbone_equals_stock(apply_layernorm, reshape_hid
         assert torch.equal(a, b)
     for a, b in zip(want.hidden_states, got.hidden_states, strict=True):
         assert torch.equal(a, b)
+
+
+def test_zero_new_register_dinov2_with_registers_backbone_equals_stock():
+    """Maps (B, C, h, w) equal the stock Dinov2WithRegistersBackbone's; both drop CLS and the base's registers."""
+    base = make_any_base("dinov2_with_registers")
+    config = Dinov2WithRegistersConfig(**base.config.to_diff_dict())
+    config.out_indices = [0, 1, 2]
+    config._attn_implementation = base.config._attn_implementation
+    stock = Dinov2WithRegistersBackbone(config).eval()
+    stock.load_state_dict(base.state_dict())
+    student = PhregDinov2WithRegistersBackbone.from_base(base, 0).eval()
+    student.out_indices = [0, 1, 2]
+    with torch.no_grad():
+        for a, b in zip(stock(pixels()).feature_maps, student(pixels()).feature_maps, strict=True):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("model_type", list(BACKBONE_CLASS))
