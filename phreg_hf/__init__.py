@@ -1,26 +1,47 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """PH-Reg for Hugging Face: post-hoc self-distilled registers for ViT, DINOv2 and CLIP vision models.
 
-Importing this package registers the student configs with `AutoConfig` and the models with `AutoModel`, and
-marks them for `save_pretrained` to write an `auto_map` plus the code files, so that people who never
-installed phreg-hf can load a saved student with `trust_remote_code=True`.
+Importing this package registers the student configs with `AutoConfig`, the models with `AutoModel` and their
+backbone forms with `AutoBackbone`, and marks them for `save_pretrained` to write an `auto_map` plus the code
+files, so that people who never installed phreg-hf can load a saved student with `trust_remote_code=True`.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoBackbone, AutoConfig, AutoModel
 
 from .configuration_phreg import (
     DEFAULT_NUM_REGISTER_TOKENS,
     PhregCLIPVisionConfig,
     PhregDinov2Config,
+    PhregDinov2WithRegistersConfig,
     PhregViTConfig,
 )
 from .modeling_phreg import (
     TRAINABLE_PARTS,
     PhregCLIPVisionModel,
     PhregDinov2Model,
+    PhregDinov2WithRegistersModel,
     PhregRegisterMixin,
     PhregViTModel,
     student_class_for,
     student_from_base,
+)
+from .modeling_phreg_backbone import (
+    PhregCLIPVisionBackbone,
+    PhregDinov2Backbone,
+    PhregDinov2WithRegistersBackbone,
+    PhregViTBackbone,
 )
 
 __version__ = "0.1.0"
@@ -29,19 +50,35 @@ for _config_class, _model_class in (
     (PhregDinov2Config, PhregDinov2Model),
     (PhregViTConfig, PhregViTModel),
     (PhregCLIPVisionConfig, PhregCLIPVisionModel),
+    (PhregDinov2WithRegistersConfig, PhregDinov2WithRegistersModel),
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
     _config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModel")
 
+for _backbone_class in (
+    PhregDinov2Backbone,
+    PhregViTBackbone,
+    PhregCLIPVisionBackbone,
+    PhregDinov2WithRegistersBackbone,
+):
+    AutoBackbone.register(_backbone_class.config_class, _backbone_class, exist_ok=True)
+    _backbone_class.register_for_auto_class("AutoBackbone")
+
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",
+    "PhregCLIPVisionBackbone",
     "PhregCLIPVisionConfig",
     "PhregCLIPVisionModel",
+    "PhregDinov2Backbone",
     "PhregDinov2Config",
     "PhregDinov2Model",
+    "PhregDinov2WithRegistersBackbone",
+    "PhregDinov2WithRegistersConfig",
+    "PhregDinov2WithRegistersModel",
     "PhregRegisterMixin",
+    "PhregViTBackbone",
     "PhregViTConfig",
     "PhregViTModel",
     "TRAINABLE_PARTS",

@@ -1,3 +1,17 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Model card and Hub upload of a saved PH-Reg student: `phreg push OUTPUT_DIR REPO_ID`.
 """Model card and Hub upload of a saved PH-Reg student: `phreg push OUTPUT_DIR REPO_ID`.
 
 A pushed repository holds what a Hub user needs and nothing more, in one commit: the safetensors weights (one file
@@ -37,11 +51,11 @@ from huggingface_hub.errors import HfHubHTTPError
 from transformers import HfArgumentParser
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
-from .configuration_phreg import PhregDinov2Config
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .file_checks import check_inside_folder, check_markdown_safe_name, check_safetensors_file
 from .model_card import (
     CONFIG_FILE,
+    DINOV2_MODEL_TYPES,
     README_FILE,
     STUDENT_BACKBONES,
     _check_repo_id,
@@ -229,10 +243,11 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
 
 def _export_dinov2_with_registers(folder: Path, export_root: Path) -> list[UploadFile]:
     """Save the stock `Dinov2WithRegistersModel` export of the student in `folder` under export_root/EXPORT_SUBFOLDER."""
-    from .modeling_phreg import PhregDinov2Model
+    from transformers import AutoModel
 
     target = export_root / EXPORT_SUBFOLDER
-    PhregDinov2Model.from_pretrained(folder).to_dinov2_with_registers().save_pretrained(target)
+    # AutoModel maps the student's model_type (registered by `import phreg_hf`) to its class.
+    AutoModel.from_pretrained(folder).to_dinov2_with_registers().save_pretrained(target)
     if (folder / IMAGE_PROCESSOR_NAME).is_file():
         shutil.copy2(folder / IMAGE_PROCESSOR_NAME, target / IMAGE_PROCESSOR_NAME)
     return [
@@ -344,7 +359,7 @@ def push_folder_to_hub(
     # Refuse pickles, missing weights, ... before writing anything.
     prepare_upload(folder, require_readme=False)
     config = read_student_config(folder)
-    if export_dinov2_with_registers and config["model_type"] != PhregDinov2Config.model_type:
+    if export_dinov2_with_registers and config["model_type"] not in DINOV2_MODEL_TYPES:
         raise ValueError(
             f"--export_dinov2_with_registers applies to DINOv2 students only; {folder} holds a "
             f"{config['model_type']!r} student. Drop the option."

@@ -1,3 +1,17 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Model card and Hub upload of a saved PH-Reg student: `phreg push OUTPUT_DIR REPO_ID`.
 """The model card of a saved PH-Reg student, rendered from `model_cards/phreg_model_card.md`.
 
 `huggingface_hub.ModelCard.from_template` renders it; every fact in it is read from the folder (config.json, the
@@ -24,7 +38,12 @@ from huggingface_hub.utils import validate_repo_id
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
-from .configuration_phreg import PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
+from .configuration_phreg import (
+    PhregCLIPVisionConfig,
+    PhregDinov2Config,
+    PhregDinov2WithRegistersConfig,
+    PhregViTConfig,
+)
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .modeling_phreg import TRAINABLE_PARTS
 
@@ -38,7 +57,10 @@ STUDENT_BACKBONES = {
     PhregDinov2Config.model_type: ("dinov2", "DINOv2"),
     PhregViTConfig.model_type: ("vit", "ViT"),
     PhregCLIPVisionConfig.model_type: ("clip", "CLIP vision"),
+    PhregDinov2WithRegistersConfig.model_type: ("dinov2", "DINOv2 with registers"),
 }
+# Students that export to a stock `Dinov2WithRegistersModel` (`to_dinov2_with_registers`).
+DINOV2_MODEL_TYPES = (PhregDinov2Config.model_type, PhregDinov2WithRegistersConfig.model_type)
 CARD_TAGS = ("phreg", "registers", "vision")
 PIPELINE_TAG = "image-feature-extraction"
 
@@ -765,6 +787,9 @@ def render_model_card(
     image_size = config.get("image_size", "?")
     image_size = image_size[0] if isinstance(image_size, list) else image_size
     num_registers = int(config.get("num_register_tokens", 0))
+    # A base pretrained with registers (Dinov2WithRegisters) keeps its own, before PH-Reg's.
+    num_base_registers = int(config.get("num_base_register_tokens", 0))
+    base_registers = f"base_register_1 .. base_register_{num_base_registers}, " if num_base_registers else ""
     parts = (settings or {}).get("trainable_parts")
     trained_parts_text = (
         f"the {_format_trained_parts(parts)}"
@@ -811,13 +836,14 @@ def render_model_card(
         "model_name": repo_id.split("/")[-1],
         "base_model_phrase": base_phrase,
         "num_register_tokens": num_registers,
-        "token_layout": f"1 + {num_registers} + patches",
+        "token_layout": f"1 + {f'{num_base_registers} + ' if num_base_registers else ''}{num_registers} + patches",
+        "token_order": f"[CLS, {base_registers}register_1 .. register_{num_registers}, patches]",
         "hidden_size": config.get("hidden_size", "?"),
         "patch_size": patch_size,
         "image_size": image_size,
         "has_image_processor": has_image_processor,
         "processor_source": processor_source,
-        "is_dinov2": model_type == PhregDinov2Config.model_type,
+        "is_dinov2": model_type in DINOV2_MODEL_TYPES,
         "export_subfolder": export_subfolder or "",
         "has_settings": settings is not None,
         "settings_file": TRAINING_SETTINGS_FILE,

@@ -1,3 +1,16 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """PH-Reg student models: a Hugging Face ViT, DINOv2 or CLIP vision backbone plus learnable register tokens.
 
 One register mechanism ([`PhregRegisterMixin`]) serves all three backbones; each backbone only says, in a short
@@ -12,8 +25,6 @@ added, so they get none.
 This file imports only transformers, torch and ``.configuration_phreg``: it is the code that travels with a
 saved checkpoint for ``AutoModel.from_pretrained(path, trust_remote_code=True)``.
 """
-
-from __future__ import annotations
 
 import os
 
@@ -34,11 +45,23 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPPreTrainedModel, CLIPVisionEmbeddings
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings, Dinov2Encoder, Dinov2PreTrainedModel
+from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
+    Dinov2WithRegistersEmbeddings,
+    Dinov2WithRegistersEncoder,
+    Dinov2WithRegistersPreTrainedModel,
+)
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer, ViTPooler, ViTPreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_phreg import PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
+from .configuration_phreg import (
+    PhregCLIPVisionConfig,
+    PhregDinov2Config,
+    PhregDinov2WithRegistersConfig,
+    PhregViTConfig,
+)
 
 # Parts of a student that PH-Reg may train (METHOD.md: all four by default); see `trainable_parameter_groups`.
 TRAINABLE_PARTS = ("registers", "position_embeddings", "patch_embeddings", "last_block")
@@ -201,6 +224,20 @@ class PhregRegisterMixin:
         )
         return {key: getattr(base.config, key) for key in keys if not key.startswith("_")}
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus an `AutoBackbone` entry in `config.json`'s `auto_map`, so that
+        a saved student also loads as a backbone with `trust_remote_code=True` (the backbone file is copied
+        with this one: it is imported here, relatively)."""
+        from .modeling_phreg_backbone import backbone_class_for
+
+        backbone_class = backbone_class_for(self.config.model_type)
+        if getattr(self, "_auto_class", None) is not None and backbone_class is not None:
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoBackbone": f"modeling_phreg_backbone.{backbone_class.__name__}",
+            }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
     # ----------------------------------------------------------------------------------------------------------
     # Forward
     @property
@@ -209,9 +246,14 @@ class PhregRegisterMixin:
         return patch_size[0] if isinstance(patch_size, (list, tuple)) else patch_size
 
     @property
+    def num_base_prefix_tokens(self) -> int:
+        """Tokens the base model puts before the patches: CLS (plus its own registers, for a base that has them)."""
+        return 1
+
+    @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches in `last_hidden_state`: CLS and the registers."""
-        return 1 + self.config.num_register_tokens
+        """Tokens before the patches in `last_hidden_state`: CLS, any registers of the base, PH-Reg's registers."""
+        return self.num_base_prefix_tokens + self.config.num_register_tokens
 
     def check_pixel_values(self, pixel_values: torch.Tensor) -> tuple[int, int]:
         """Validate `(B, C, H, W)` pixel values; returns the patch grid `(h, w)`."""
@@ -238,27 +280,84 @@ class PhregRegisterMixin:
         return height // p, width // p
 
     def insert_registers(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(B, 1 + h*w, C)` CLS + patch tokens -> `(B, 1 + N + h*w, C)` with the registers after CLS."""
+        """`(B, P + h*w, C)` base tokens -> `(B, P + N + h*w, C)`: PH-Reg's N registers right after the base's
+        P prefix tokens (CLS, and the base's own registers if it has them) and before the patches."""
         registers = self.register_tokens.to(embeddings.dtype).expand(embeddings.shape[0], -1, -1)
-        return torch.cat((embeddings[:, :1], registers, embeddings[:, 1:]), dim=1)
+        at = self.num_base_prefix_tokens
+        return torch.cat((embeddings[:, :at], registers, embeddings[:, at:]), dim=1)
+
+    def check_bool_masked_pos(self, bool_masked_pos: torch.Tensor | None, batch_size: int, num_patches: int):
+        """Validate `(B, h*w)` masked-patch flags (True = replace the patch by the mask token)."""
+        if bool_masked_pos is None:
+            return None
+        if not self.has_mask_token:
+            raise ValueError(
+                f"bool_masked_pos needs a mask token, and this {type(self).__name__} has none (its base model was built "
+                "without one, e.g. ViTModel(use_mask_token=False); CLIP has none). Drop bool_masked_pos, or build the "
+                "student from a base with a mask token."
+            )
+        if tuple(bool_masked_pos.shape) != (batch_size, num_patches):
+            raise ValueError(
+                f"bool_masked_pos must have shape (batch, num_patches) = ({batch_size}, {num_patches}) for these "
+                f"pixel_values, got {tuple(bool_masked_pos.shape)}. It flags patches only (no CLS, no registers)."
+            )
+        return bool_masked_pos
+
+    def check_native_size(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None) -> None:
+        """`interpolate_pos_encoding=False` asks for no interpolation, as in ViT: only the native size then works."""
+        if interpolate_pos_encoding is not False:
+            return
+        image_size = self.config.image_size
+        native = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+        if tuple(pixel_values.shape[-2:]) != native:
+            raise ValueError(
+                f"Input image size {pixel_values.shape[-2]}x{pixel_values.shape[-1]} does not match the model's "
+                f"{native[0]}x{native[1]} and interpolate_pos_encoding=False. Pass interpolate_pos_encoding=True (or "
+                "leave it unset) to interpolate the position embeddings, or resize the images."
+            )
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, pixel_values: torch.Tensor | None = None, **kwargs) -> BaseModelOutputWithPooling:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.BoolTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`): normalized images; H and W any multiple
                 of the patch size (position embeddings are interpolated away from the native size).
-            output_hidden_states, output_attentions, return_dict: as for the stock transformers model.
+            bool_masked_pos (`torch.BoolTensor` of shape `(B, h*w)`, *optional*): patches to replace by the mask
+                token before the position embeddings are added, as in `Dinov2Model` / `ViTModel` (students whose
+                base has a mask token only).
+            interpolate_pos_encoding (`bool`, *optional*): unset or True interpolates the position embeddings for
+                any size that is a multiple of the patch size (the stock DINOv2 behaviour); False requires the
+                native `config.image_size`, as `ViTModel(..., interpolate_pos_encoding=False)` does.
+            kwargs: transformers' standard keyword arguments (`output_hidden_states`, `output_attentions`,
+                `return_dict`, ...). `attention_mask` is refused: every token attends to every token.
 
         Returns:
             [`~transformers.modeling_outputs.BaseModelOutputWithPooling`] whose `last_hidden_state` is
-            `(B, 1 + num_register_tokens + h*w, C)` in the order `[CLS, registers, patches]`, with the backbone's
-            own conventions for `last_hidden_state` normalization and `pooler_output`.
+            `(B, num_prefix_tokens + h*w, C)` in the order `[CLS, registers, patches]`, with the backbone's own
+            conventions for `last_hidden_state` normalization and `pooler_output`.
         """
-        self.check_pixel_values(pixel_values)
+        if kwargs.get("attention_mask") is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes no attention_mask: images have no padding and every token (CLS, "
+                "registers, patches) attends to every other. Drop attention_mask; to ignore image regions, crop them "
+                "or mask patches with bool_masked_pos."
+            )
+        kwargs.pop("attention_mask", None)
+        grid_height, grid_width = self.check_pixel_values(pixel_values)
+        self.check_native_size(pixel_values, interpolate_pos_encoding)
+        bool_masked_pos = self.check_bool_masked_pos(
+            bool_masked_pos, len(pixel_values), grid_height * grid_width
+        )
         pixel_values = pixel_values.to(self.patch_embedding_projection.weight.dtype)
-        hidden_states = self.encoder_input_norm(self.insert_registers(self.embed_patches(pixel_values)))
+        embeddings = self.embed_patches(pixel_values, bool_masked_pos)
+        hidden_states = self.encoder_input_norm(self.insert_registers(embeddings))
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=None
         )
@@ -321,8 +420,12 @@ class PhregDinov2Model(PhregRegisterMixin, Dinov2PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def embed_patches(self, pixel_values):
-        return self.embeddings(pixel_values)
+    def embed_patches(self, pixel_values, bool_masked_pos=None):
+        return self.embeddings(pixel_values, bool_masked_pos=bool_masked_pos)
+
+    @property
+    def has_mask_token(self) -> bool:
+        return self.embeddings.mask_token is not None
 
     def encoder_input_norm(self, hidden_states):
         return hidden_states
@@ -359,20 +462,114 @@ class PhregDinov2Model(PhregRegisterMixin, Dinov2PreTrainedModel):
         antialiasing, `Dinov2Model` (and this class) without, so outputs differ there: keep the native size, or
         use this class, when exact agreement matters.
         """
-        fields = set(Dinov2WithRegistersConfig.__dataclass_fields__) - set(
-            PreTrainedConfig.__dataclass_fields__
-        )
-        config = Dinov2WithRegistersConfig(
-            **{key: getattr(self.config, key) for key in fields if not key.startswith("_")}
-        )
-        config._attn_implementation = self.config._attn_implementation
         state_dict = dict(self.state_dict())
         state_dict["embeddings.register_tokens"] = state_dict.pop("register_tokens")
         if "embeddings.mask_token" not in state_dict:  # a base built with use_mask_token=False
-            state_dict["embeddings.mask_token"] = torch.zeros(1, config.hidden_size, dtype=self.dtype)
-        exported = Dinov2WithRegistersModel(config)
-        exported.load_state_dict(state_dict, strict=True)
-        return exported.to(device=self.device, dtype=self.dtype).eval()
+            state_dict["embeddings.mask_token"] = torch.zeros(1, self.config.hidden_size, dtype=self.dtype)
+        return _export_dinov2_with_registers(self, state_dict, self.config.num_register_tokens)
+
+
+def _export_dinov2_with_registers(
+    student, state_dict: dict, num_register_tokens: int
+) -> Dinov2WithRegistersModel:
+    """A stock `Dinov2WithRegistersModel` with the student's config fields and the given weights (strict load)."""
+    fields = set(Dinov2WithRegistersConfig.__dataclass_fields__) - set(PreTrainedConfig.__dataclass_fields__)
+    values = {key: getattr(student.config, key) for key in fields if not key.startswith("_")}
+    config = Dinov2WithRegistersConfig(**{**values, "num_register_tokens": num_register_tokens})
+    config._attn_implementation = student.config._attn_implementation
+    exported = Dinov2WithRegistersModel(config)
+    exported.load_state_dict(state_dict, strict=True)
+    return exported.to(device=student.device, dtype=student.dtype).eval()
+
+
+class PhregDinov2WithRegistersEmbeddings(Dinov2WithRegistersEmbeddings):
+    """The stock embeddings, sized by `num_base_register_tokens`: the base's own registers, not PH-Reg's."""
+
+    def __init__(self, config: PhregDinov2WithRegistersConfig) -> None:
+        super().__init__(config)
+        self.register_tokens = nn.Parameter(
+            torch.zeros(1, config.num_base_register_tokens, config.hidden_size)
+        )
+
+
+class PhregDinov2WithRegistersModel(PhregRegisterMixin, Dinov2WithRegistersPreTrainedModel):
+    """A DINOv2 that was pretrained WITH registers (`Dinov2WithRegistersModel`), plus PH-Reg's new registers.
+
+    The base's own registers (`embeddings.register_tokens`) are kept, and frozen by the trainer (they are no
+    trainable part); PH-Reg's `register_tokens` come right after them: the token order is
+    `[CLS, base_reg_1..base_reg_M, reg_1..reg_N, patches]`, so the base's tokens keep their positions. Position
+    embeddings are interpolated as `Dinov2WithRegistersModel` does (bicubic with antialias), so with 0 new
+    registers the outputs equal the base's at every resolution.
+    """
+
+    config_class = PhregDinov2WithRegistersConfig
+    config: PhregDinov2WithRegistersConfig
+    base_model_classes = (Dinov2WithRegistersModel,)
+    base_model_types = ("dinov2_with_registers",)
+    _no_split_modules = ["PhregDinov2WithRegistersEmbeddings", "Dinov2WithRegistersLayer"]
+
+    def __init__(self, config: PhregDinov2WithRegistersConfig):
+        super().__init__(config)
+        self._init_registers(config)
+        self.embeddings = PhregDinov2WithRegistersEmbeddings(config)
+        self.encoder = Dinov2WithRegistersEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    @classmethod
+    def _config_kwargs_from_base(cls, base):
+        kwargs = super()._config_kwargs_from_base(base)
+        # The base's `num_register_tokens` are its own registers; ours counts PH-Reg's new ones.
+        kwargs["num_base_register_tokens"] = kwargs.pop("num_register_tokens")
+        return kwargs
+
+    @property
+    def num_base_prefix_tokens(self) -> int:
+        return 1 + self.config.num_base_register_tokens
+
+    def embed_patches(self, pixel_values, bool_masked_pos=None):
+        return self.embeddings(pixel_values, bool_masked_pos=bool_masked_pos)
+
+    # Dinov2WithRegisters checkpoints always carry the mask token.
+    has_mask_token = True
+
+    def encoder_input_norm(self, hidden_states):
+        return hidden_states
+
+    @property
+    def transformer_blocks(self) -> nn.ModuleList:
+        return self.encoder.layer
+
+    @property
+    def final_norm(self) -> nn.LayerNorm:
+        return self.layernorm
+
+    @property
+    def position_embedding_parameters(self):
+        return [self.embeddings.position_embeddings]
+
+    @property
+    def patch_embedding_projection(self) -> nn.Conv2d:
+        return self.embeddings.patch_embeddings.projection
+
+    def pool(self, hidden_states):
+        sequence_output = self.layernorm(hidden_states)
+        return sequence_output, sequence_output[:, 0]
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    def to_dinov2_with_registers(self) -> Dinov2WithRegistersModel:
+        """Export to a stock `Dinov2WithRegistersModel` holding the base's and PH-Reg's registers (M + N), in
+        this order; loads with no remote code. Same embeddings class, so outputs agree at every resolution."""
+        state_dict = dict(self.state_dict())
+        base_registers = state_dict["embeddings.register_tokens"]
+        state_dict["embeddings.register_tokens"] = torch.cat(
+            (base_registers, state_dict.pop("register_tokens")), 1
+        )
+        return _export_dinov2_with_registers(
+            self, state_dict, self.config.num_base_register_tokens + self.config.num_register_tokens
+        )
 
 
 class PhregViTModel(PhregRegisterMixin, ViTPreTrainedModel):
@@ -391,7 +588,7 @@ class PhregViTModel(PhregRegisterMixin, ViTPreTrainedModel):
     def __init__(self, config: PhregViTConfig):
         super().__init__(config)
         self._init_registers(config)
-        self.embeddings = ViTEmbeddings(config)
+        self.embeddings = ViTEmbeddings(config, use_mask_token=config.use_mask_token)
         self.layers = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViTPooler(config) if config.add_pooling_layer else None
@@ -399,11 +596,19 @@ class PhregViTModel(PhregRegisterMixin, ViTPreTrainedModel):
 
     @classmethod
     def _config_kwargs_from_base(cls, base):
-        return {**super()._config_kwargs_from_base(base), "add_pooling_layer": base.pooler is not None}
+        return {
+            **super()._config_kwargs_from_base(base),
+            "add_pooling_layer": base.pooler is not None,
+            "use_mask_token": base.embeddings.mask_token is not None,
+        }
 
-    def embed_patches(self, pixel_values):
+    def embed_patches(self, pixel_values, bool_masked_pos=None):
         # At the native size ViT's interpolation returns the position embeddings unchanged.
-        return self.embeddings(pixel_values, interpolate_pos_encoding=True)
+        return self.embeddings(pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=True)
+
+    @property
+    def has_mask_token(self) -> bool:
+        return self.embeddings.mask_token is not None
 
     def encoder_input_norm(self, hidden_states):
         return hidden_states
@@ -467,9 +672,23 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def embed_patches(self, pixel_values):
-        # At the native size CLIP's interpolation returns the position embeddings unchanged.
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        """As [`PhregRegisterMixin.forward`], with the signature of `CLIPVisionModel.forward`: CLIP has no mask
+        token, so `bool_masked_pos` is no declared argument (passed anyway, it is refused with a clear error)."""
+        return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+
+    def embed_patches(self, pixel_values, bool_masked_pos=None):
+        # At the native size CLIP's interpolation returns the position embeddings unchanged. CLIP has no mask
+        # token, so `check_bool_masked_pos` has refused bool_masked_pos before this point.
         return self.embeddings(pixel_values, interpolate_pos_encoding=True)
+
+    # CLIP was never trained with masked patches: no mask token.
+    has_mask_token = False
 
     def encoder_input_norm(self, hidden_states):
         return self.pre_layrnorm(hidden_states)
@@ -497,7 +716,7 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
         return self.embeddings.patch_embedding
 
 
-STUDENT_CLASSES = (PhregDinov2Model, PhregViTModel, PhregCLIPVisionModel)
+STUDENT_CLASSES = (PhregDinov2Model, PhregViTModel, PhregCLIPVisionModel, PhregDinov2WithRegistersModel)
 
 
 def student_class_for(model_type: str) -> type[PhregRegisterMixin]:
@@ -540,6 +759,7 @@ def student_from_base(
 __all__ = [
     "PhregCLIPVisionModel",
     "PhregDinov2Model",
+    "PhregDinov2WithRegistersModel",
     "PhregRegisterMixin",
     "PhregViTModel",
     "TRAINABLE_PARTS",

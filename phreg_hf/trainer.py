@@ -1,3 +1,16 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """PH-Reg distillation: `DistillArguments` (parsed with `HfArgumentParser`) and `DistillTrainer` (Accelerate).
 
 The student (the base model plus registers, see `modeling_phreg.py`) learns to reproduce, on each training
@@ -94,7 +107,7 @@ __all__ = [
 ]
 
 # Reference resolutions (METHOD.md / reference code) when --resolution is not given.
-REFERENCE_RESOLUTIONS = {"dinov2": 518, "clip_vision_model": 448, "clip": 448}
+REFERENCE_RESOLUTIONS = {"dinov2": 518, "dinov2_with_registers": 518, "clip_vision_model": 448, "clip": 448}
 
 
 def _multi_process_cpu_run() -> bool:

@@ -100,6 +100,7 @@ EXPECTED_REPO_FILES = [
     "configuration_phreg.py",
     "model.safetensors",
     "modeling_phreg.py",
+    "modeling_phreg_backbone.py",
     METRICS_FILE,
     TRAINING_SETTINGS_FILE,
     "preprocessor_config.json",
@@ -223,6 +224,7 @@ def test_push_is_one_commit_of_the_exact_files_and_loads_without_phreg(tmp_path,
         "config.json",
         "configuration_phreg.py",
         "modeling_phreg.py",
+        "modeling_phreg_backbone.py",
         "preprocessor_config.json",
     ):
         assert commit["files"][name] == (reference / name).read_bytes(), name
@@ -286,6 +288,7 @@ def test_sharded_weights_upload_index_and_every_shard(tmp_path, fake_hub):
             "config.json",
             "configuration_phreg.py",
             "modeling_phreg.py",
+            "modeling_phreg_backbone.py",
             "preprocessor_config.json",
             "model.safetensors.index.json",
             *shards,
@@ -406,7 +409,7 @@ def test_card_metadata_and_numbers_come_from_the_folder(tmp_path):
     assert "/runs/dinov2-phreg" not in text  # the raw command line stays in the JSON
     assert f"{METRICS['num_images']} held-out images" in text
     # The remote-code section lists exactly the auto_map files, with their hashes.
-    for name in ("configuration_phreg.py", "modeling_phreg.py"):
+    for name in ("configuration_phreg.py", "modeling_phreg.py", "modeling_phreg_backbone.py"):
         digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         assert f"| `{name}` | `{digest}` |" in text
     assert f'AutoModel.from_pretrained("{REPO_ID}", trust_remote_code=True)' in text

@@ -283,4 +283,5 @@ def test_config_round_trip(model_type, tmp_path):
     assert config.auto_map == {
         "AutoConfig": f"configuration_phreg.{type(student.config).__name__}",
         "AutoModel": f"modeling_phreg.{type(student).__name__}",
+        "AutoBackbone": f"modeling_phreg_backbone.{type(student).__name__.replace('Model', 'Backbone')}",
     }

@@ -527,6 +527,7 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
         "preprocessor_config.json",
         "configuration_phreg.py",
         "modeling_phreg.py",
+        "modeling_phreg_backbone.py",
         METRICS_FILE,
         TRAINING_SETTINGS_FILE,
         f"{PREVIEWS_DIR}/train_00000.png",  # no --eval_images: the first training images, named by index
