@@ -12,7 +12,6 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Model card and Hub upload of a saved PH-Reg student: `phreg push OUTPUT_DIR REPO_ID`.
-"""Model card and Hub upload of a saved PH-Reg student: `phreg push OUTPUT_DIR REPO_ID`.
 
 A pushed repository holds what a Hub user needs and nothing more, in one commit: the safetensors weights (one file
 or shards plus their index), `config.json` with its `auto_map`, the self-contained code files it names, the image

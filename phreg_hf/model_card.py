@@ -11,7 +11,6 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Model card and Hub upload of a saved PH-Reg student: `phreg push OUTPUT_DIR REPO_ID`.
 """The model card of a saved PH-Reg student, rendered from `model_cards/phreg_model_card.md`.
 
 `huggingface_hub.ModelCard.from_template` renders it; every fact in it is read from the folder (config.json, the
