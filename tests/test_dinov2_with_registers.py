@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, run_without_phreg
-from test_trainer import make_args, write_small_sample_images
+from conftest import TINY, run_without_phreg, write_small_sample_images
+from test_trainer import make_args
 from transformers import (
     AutoModel,
     Dinov2WithRegistersConfig,
