@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_phreg import (
     DEFAULT_NUM_REGISTER_TOKENS,
+    PhregCLIPConfig,
     PhregCLIPVisionConfig,
     PhregDinov2Config,
     PhregViTConfig,
@@ -22,6 +23,7 @@ from .modeling_phreg import (
     student_class_for,
     student_from_base,
 )
+from .modeling_phreg_clip import PhregCLIPModel
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ for _config_class, _model_class in (
     (PhregDinov2Config, PhregDinov2Model),
     (PhregViTConfig, PhregViTModel),
     (PhregCLIPVisionConfig, PhregCLIPVisionModel),
+    (PhregCLIPConfig, PhregCLIPModel),
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
@@ -37,6 +40,8 @@ for _config_class, _model_class in (
 
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",
+    "PhregCLIPConfig",
+    "PhregCLIPModel",
     "PhregCLIPVisionConfig",
     "PhregCLIPVisionModel",
     "PhregDinov2Config",
