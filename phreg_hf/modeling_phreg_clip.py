@@ -258,6 +258,10 @@ class PhregCLIPModel(CLIPPreTrainedModel):
         """
         return self._dense_from_tokens(self._tokens_before_last_block(pixel_values))
 
+    def get_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The dense features PH-Reg distills for CLIP: `get_dense_image_features`, `(B, h*w, projection_dim)`."""
+        return self.get_dense_image_features(pixel_values)
+
     def get_dense_feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, 3, H, W)` -> `(B, projection_dim, H / patch, W / patch)` text-aligned feature map."""
         grid_height, grid_width = self.vision_model.check_pixel_values(pixel_values)

@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
-from . import constants
+from . import clip_dense, constants
 from .modeling_phreg import TRAINABLE_PARTS, student_class_for, student_from_base
 from .teacher_cache import (
     STORAGE_DTYPES,
@@ -90,6 +90,12 @@ CHECKPOINT_PREFIX = "checkpoint-"
 DEMO_BASE_DIR = "demo_base"
 # Reference resolutions (METHOD.md / reference code) when --resolution is not given.
 REFERENCE_RESOLUTIONS = {"dinov2": 518, "clip_vision_model": 448, "clip": 448}
+# Reference values of the options whose default depends on the model (CLIP dense runs: clip_dense.py).
+GENERIC_REFERENCE_SETTINGS = {
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-4,
+    "final_learning_rate": 5e-6,
+}
 
 
 def _tensorboard_available() -> bool:
@@ -147,6 +153,16 @@ class DistillArguments:
     )
     num_register_tokens: int = field(
         default=16, metadata={"help": "Register tokens added to the student (PH-Reg reference: 16)."}
+    )
+    clip_dense_mode: Literal["naclip", "maskclip", "tokens"] | None = field(
+        default=None,
+        metadata={
+            "help": "CLIP only. 'naclip' (default for full CLIP checkpoints, the paper's recipe): the student is a "
+            "full PhregCLIPModel whose MaskCLIP value-path features learn the NACLIP teacher's in projection "
+            "space, at the paper's CLIP settings (448 px, batch 16, lr 3e-4 -> 1e-5) unless overridden; "
+            "'maskclip': the same with a MaskCLIP teacher; 'tokens' (default for vision-only towers): distill the "
+            "vision tower's post-layernorm patch tokens (see phreg_hf/clip_dense.py)."
+        },
     )
     # ---- data
     train_dir: str | None = field(
@@ -252,18 +268,27 @@ class DistillArguments:
             "help": "Optimizer steps to run; overrides --num_epochs when > 0 (needed with --streaming)."
         },
     )
-    per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Images per process per micro-batch (reference: 8)."}
+    per_device_train_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Images per process per micro-batch (default: the reference's 8; 16 for CLIP dense modes)."
+        },
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches per optimizer step."}
     )
-    learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate of the first epoch (reference: 1e-4)."}
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "AdamW learning rate of the first epoch (default: the reference's 1e-4; 3e-4 for CLIP dense modes)."
+        },
     )
-    final_learning_rate: float = field(
-        default=5e-6,
-        metadata={"help": "Learning rate of the last epoch, reached by exponential decay (reference: 5e-6)."},
+    final_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the last epoch, reached by exponential decay (default: the reference's 5e-6; "
+            "1e-5 for CLIP dense modes)."
+        },
     )
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay (reference: 1e-2)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
@@ -375,6 +400,16 @@ class DistillArguments:
         }
         return [part for part in TRAINABLE_PARTS if flags[part]]
 
+    def resolve_defaults(self, clip_dense: bool) -> None:
+        """Fill the options left at None with the reference values (METHOD.md), the CLIP ones for a CLIP dense run."""
+        from .clip_dense import CLIP_REFERENCE_SETTINGS
+
+        defaults = CLIP_REFERENCE_SETTINGS if clip_dense else GENERIC_REFERENCE_SETTINGS
+        for name in GENERIC_REFERENCE_SETTINGS:
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        self.validate()
+
     def validate(self) -> None:
         """Checks that need no model or data; raises ValueError / FileNotFoundError naming the fix."""
         if self.train_dir is not None and self.dataset_name is not None:
@@ -403,7 +438,7 @@ class DistillArguments:
             "num_eval_images": self.num_eval_images,
         }
         for name, value in positive_ints.items():
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}.")
         if self.num_register_tokens < 0:
             raise ValueError(
@@ -417,12 +452,17 @@ class DistillArguments:
             raise ValueError(f"--shift_frac must be in [0, 0.5), got {self.shift_frac} (reference: 0.15).")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"--flip_prob must be in [0, 1], got {self.flip_prob}.")
-        if self.learning_rate <= 0 or self.final_learning_rate <= 0:
+        if (self.learning_rate is not None and self.learning_rate <= 0) or (
+            self.final_learning_rate is not None and self.final_learning_rate <= 0
+        ):
             raise ValueError(
                 f"--learning_rate ({self.learning_rate}) and --final_learning_rate ({self.final_learning_rate}) must "
                 "be > 0; pass --final_learning_rate equal to --learning_rate for a constant rate."
             )
-        if self.final_learning_rate > self.learning_rate:
+        if (
+            None not in (self.learning_rate, self.final_learning_rate)
+            and self.final_learning_rate > self.learning_rate
+        ):
             raise ValueError(
                 f"--final_learning_rate ({self.final_learning_rate}) is above --learning_rate ({self.learning_rate}); "
                 "the schedule decays, so pass a final rate <= the initial one."
@@ -760,9 +800,13 @@ class DistillTrainer:
             # Saved next to the student, so that `phreg eval` / `phreg visualize` can compare them offline.
             self.demo_base = base
         else:
-            # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint).
+            # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint), or the
+            # whole CLIPModel when the run distills CLIP's text-aligned dense features (clip_dense.py).
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
-            base_class = student_class_for(model_type).base_model_classes[0]
+            base_class = (
+                clip_dense.base_class_for(model_type, args.clip_dense_mode)
+                or (student_class_for(model_type).base_model_classes[0])
+            )
             base = base_class.from_pretrained(args.teacher, revision=args.teacher_revision, **load_kwargs)
             self.base_model_id = args.teacher
         if args.attn_implementation is not None and (base_model is not None or args.is_demo):
@@ -776,10 +820,19 @@ class DistillTrainer:
         # Student and teacher both start as exact copies of the base (METHOD.md). The teacher is a 0-register
         # student: it computes exactly what the base computes, and exposes the same `get_patch_tokens`. Both
         # hold float32 weights (as the reference code); lower precision comes from autocast (--mixed_precision).
-        self.student = student_from_base(base, args.num_register_tokens).float()
-        teacher_model = student_from_base(base, 0).float()
+        self.clip_dense_mode = clip_dense.resolve_mode(base, args.clip_dense_mode)
+        args.resolve_defaults(clip_dense=self.clip_dense_mode is not None)
+        if self.clip_dense_mode is not None:
+            # A full PhregCLIPModel student; the teacher is the frozen CLIP seen through NACLIP (or MaskCLIP).
+            self.student, teacher_model = clip_dense.build_student_and_teacher(
+                base, args.num_register_tokens, self.clip_dense_mode
+            )
+        else:
+            self.student = student_from_base(base, args.num_register_tokens).float()
+            teacher_model = student_from_base(base, 0).float()
         self.model_type = base.config.model_type
         self.patch_size = self.student.patch_size
+        self.native_image_size = teacher_model.config.image_size
         del base
 
         if image_processor is None:
@@ -789,13 +842,26 @@ class DistillTrainer:
                 )
             else:
                 image_processor = None  # built below, once the resolution is known
+        self.processor = None  # a CLIPProcessor (tokenizer included) saved beside a CLIP dense student
+        if self.clip_dense_mode is not None:
+            self.processor, image_processor = clip_dense.split_processor(
+                image_processor, args.teacher if base_model is None else None, args.teacher_revision
+            )
         self.resolution = self._resolve_resolution()
         self.image_processor = image_processor or build_demo_image_processor(self.resolution)
+        if self.clip_dense_mode is not None:
+            # METHOD.md: the position embeddings are resized once to the training grid, and that table trains.
+            self.student.resize_position_embeddings(self.resolution)
+            clip_dense.set_processor_resolution(self.image_processor, self.resolution)
         self.grid_size = (self.resolution // self.patch_size, self.resolution // self.patch_size)
 
         for parameter in teacher_model.parameters():
             parameter.requires_grad_(False)
         self.teacher_model = teacher_model.eval().to(self.accelerator.device)
+        # Width of the distilled tokens: the hidden size, or CLIP's projection size in a dense mode.
+        self.target_dim = (
+            self.student.config.projection_dim if self.clip_dense_mode else self.student.config.hidden_size
+        )
         self.teacher = self._build_teacher(self.teacher_model)
         self.trainable_names = self._freeze_student()
 
@@ -803,10 +869,11 @@ class DistillTrainer:
         args, p = self.args, self.patch_size
         resolution = args.resolution
         if resolution is None:
+            native = self.native_image_size
             if self.is_synthetic:
-                resolution = self.student.config.image_size
+                resolution = native
             else:
-                resolution = REFERENCE_RESOLUTIONS.get(self.model_type, self.student.config.image_size)
+                resolution = REFERENCE_RESOLUTIONS.get(self.model_type, native)
         if resolution % p:
             lower, upper = (resolution // p) * p, (resolution // p + 1) * p
             nearest = f"{lower} or {upper}" if lower > 0 else f"{upper}"
@@ -995,11 +1062,7 @@ class DistillTrainer:
             )
         if accelerator.is_main_process:
             num_patches = self.grid_size[0] * self.grid_size[1]
-            size = (
-                num_patches
-                * self.student.config.hidden_size
-                * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
-            )
+            size = num_patches * self.target_dim * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
             total = f"{size * self.num_train_images / 2**30:.2f} GiB" if self.num_train_images else "unknown"
             logger.info(
                 f"Teacher cache {args.teacher_cache}: {len(self.teacher_cache)} targets cached, "
@@ -1035,6 +1098,8 @@ class DistillTrainer:
     def student_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward."""
         student = self.accelerator.unwrap_model(self.student)
+        if self.clip_dense_mode is not None:  # text-aligned value-path features, in projection space
+            return self.student(pixel_values=pixel_values, return_dense_features=True).dense_image_embeds
         outputs = self.student(pixel_values=pixel_values)
         tokens = outputs.last_hidden_state[:, student.num_prefix_tokens :]
         return tokens if student.last_hidden_state_is_normed else student.final_norm(tokens)
@@ -1366,6 +1431,11 @@ class DistillTrainer:
         metrics = measure_artifacts(
             self.teacher_model, student, pixel_values, self.teacher, images=description, **common
         )
+        if self.clip_dense_mode is not None:
+            # How far the image-level embedding (classification, retrieval) drifted from the base CLIP's.
+            metrics["clip_image_feature_cosine"] = clip_dense.image_feature_cosine(
+                self.teacher_model.clip, student, pixel_values.to(accelerator.device)
+            )
         if args.num_preview_images > 0:
             self._write_previews(student, pixel_values, common)
         return metrics
@@ -1446,6 +1516,7 @@ class DistillTrainer:
             "model_type": student.config.model_type,
             "base_model_type": self.model_type,
             "student_class": type(student).__name__,
+            "clip_dense_mode": self.clip_dense_mode,  # CLIP: teacher path (naclip / maskclip), None otherwise
             "num_register_tokens": args.num_register_tokens,
             "trainable_parts": args.enabled_parts(),
             "num_trainable_parameters": self.num_trainable_parameters,
@@ -1505,7 +1576,7 @@ class DistillTrainer:
 
             def save(folder: Path) -> None:
                 student.save_pretrained(folder, safe_serialization=True)
-                self.image_processor.save_pretrained(folder)
+                (self.processor or self.image_processor).save_pretrained(folder)
 
             _atomic_save(save, self.output_dir)
             if self.demo_base is not None:
