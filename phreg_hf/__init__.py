@@ -24,6 +24,7 @@ from .modeling_phreg import (
     student_from_base,
 )
 from .modeling_phreg_clip import PhregCLIPModel
+from .segmentation import register_segmentation_pipeline
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,9 @@ for _config_class, _model_class in (
     AutoModel.register(_config_class, _model_class, exist_ok=True)
     _config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModel")
+
+# pipeline("phreg-open-vocabulary-segmentation", model=...) for students and base CLIPs alike.
+register_segmentation_pipeline()
 
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",

@@ -1,4 +1,4 @@
-"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`.
+"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`, `phreg segment`, `phreg eval-segmentation`.
 
 Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
 `phreg push --help` and friends print the options of the subcommand.
@@ -18,6 +18,16 @@ SUBCOMMANDS = {
     ),
     "eval": ("phreg_hf.evaluation", "eval_main", "measure artifacts of base, denoised teacher and student"),
     "visualize": ("phreg_hf.visualization", "visualize_main", "write before/after PNGs (norms, PCA)"),
+    "segment": (
+        "phreg_hf.segmentation",
+        "segment_main",
+        "open-vocabulary segmentation with a CLIP (label PNGs)",
+    ),
+    "eval-segmentation": (
+        "phreg_hf.segmentation_eval",
+        "eval_segmentation_main",
+        "mIoU of base CLIP (MaskCLIP, NACLIP) vs a CLIP student",
+    ),
 }
 
 

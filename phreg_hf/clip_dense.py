@@ -235,6 +235,13 @@ def split_processor(image_processor, teacher_path: str | None, revision: str | N
     return None, image_processor
 
 
+def save_student(student: PhregCLIPModel, processor, folder) -> None:
+    """Save a CLIP student with its processor and the segmentation pipeline (`segmentation.py`)."""
+    from .segmentation import save_pretrained_with_pipeline
+
+    save_pretrained_with_pipeline(student, folder, processor)
+
+
 def set_processor_resolution(image_processor, resolution: int) -> None:
     """Make a saved CLIP image processor resize/crop to the training resolution (448 for the paper's recipe)."""
     if image_processor is None:

@@ -1575,8 +1575,11 @@ class DistillTrainer:
             student = accelerator.unwrap_model(self.student)
 
             def save(folder: Path) -> None:
+                if self.clip_dense_mode is not None:  # CLIP: the segmentation pipeline travels with it
+                    clip_dense.save_student(student, self.processor or self.image_processor, folder)
+                    return
                 student.save_pretrained(folder, safe_serialization=True)
-                (self.processor or self.image_processor).save_pretrained(folder)
+                self.image_processor.save_pretrained(folder)
 
             _atomic_save(save, self.output_dir)
             if self.demo_base is not None:
