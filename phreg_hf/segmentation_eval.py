@@ -13,6 +13,7 @@ and is left out of the mean, as in mmsegmentation. `--reduce_labels` maps ADE-st
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -204,22 +205,24 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
         stride=args.stride,
         batch_size=args.batch_size,
     )
-    rows = {}
-    for name, path, mode in (
-        ("base_maskclip", args.base, "maskclip"),
-        ("base_naclip", args.base, "naclip"),
-        ("student", args.model, "maskclip"),
-    ):
+    segmenters = {}
+    for name, path in (("base_maskclip", args.base), ("student", args.model)):
         model, tokenizer, processor = load_segmentation_model(path, device=device)
-        segmenter = OpenVocabularySegmenter(
-            model, tokenizer, processor.image_mean, processor.image_std, classes, mode=mode, **settings
+        segmenters[name] = OpenVocabularySegmenter(
+            model, tokenizer, processor.image_mean, processor.image_std, classes, mode="maskclip", **settings
         )
-        rows[name] = {
-            "model": path,
-            "mode": mode,
-            "segmenter": segmenter,
+    # The NACLIP baseline: the same base model and class embeddings, the other dense path.
+    segmenters["base_naclip"] = copy.copy(segmenters["base_maskclip"])
+    segmenters["base_naclip"].mode = "naclip"
+    rows = {
+        name: {
+            "model": args.model if name == "student" else args.base,
+            "mode": segmenters[name].mode,
+            "segmenter": segmenters[name],
             "iou": IoUAccumulator(len(classes)),
         }
+        for name in ("base_maskclip", "base_naclip", "student")
+    }
     count = 0
     for image_name, image, mask in tqdm(
         iterate_labelled_images(args), desc="eval-segmentation", disable=not progress
