@@ -75,7 +75,9 @@ def main() -> None:
         separate = image_feature_cosine(base, student, pixel_values)
         shared = image_feature_cosine(base, shared_counterfactual(student), pixel_values)
         print(f"| {steps} | {separate:.4f} | {shared:.4f} |")
-    print(f"\n(16 held-out synthetic images at 64 px, tiny random-init CLIP, lr 3e-3 -> 3e-4; outputs in {root})")
+    print(
+        f"\n(16 held-out synthetic images at 64 px, tiny random-init CLIP, lr 3e-3 -> 3e-4; outputs in {root})"
+    )
 
 
 if __name__ == "__main__":

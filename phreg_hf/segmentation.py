@@ -224,11 +224,8 @@ def segment_folder(args: SegmentArguments, progress: bool = True) -> dict:
     out = Path(args.out)
     labels_dir, overlays_dir = out / "labels", out / "overlays"
     targets = [(labels_dir / p.relative_to(args.images)).with_suffix(".png") for p in paths]
-    existing = [t for t in targets if t.exists()] + [
-        overlays_dir / t.relative_to(labels_dir)
-        for t in targets
-        if (overlays_dir / t.relative_to(labels_dir)).exists()
-    ]
+    overlays = [overlays_dir / t.relative_to(labels_dir) for t in targets]
+    existing = [p for p in [*targets, *overlays, out / "classes.json"] if p.exists()]
     if existing and not args.overwrite:
         raise ValueError(
             f"--out {out} already holds {len(existing)} of the output files (e.g. {existing[0]}); pass --overwrite to "
@@ -251,12 +248,12 @@ def segment_folder(args: SegmentArguments, progress: bool = True) -> dict:
         batch_size=args.batch_size,
     )
     names = [synonyms[0] for synonyms in classes]
-    for path, target in tqdm(list(zip(paths, targets, strict=True)), desc="segment", disable=not progress):
+    jobs = list(zip(paths, targets, overlays, strict=True))
+    for path, target, overlay in tqdm(jobs, desc="segment", disable=not progress):
         image = Image.open(path).convert("RGB")
         result = segmenter.predict(image)
         target.parent.mkdir(parents=True, exist_ok=True)
         label_image(result.label_map).save(target)
-        overlay = overlays_dir / target.relative_to(labels_dir)
         overlay.parent.mkdir(parents=True, exist_ok=True)
         overlay_with_legend(image, result.label_map, names).save(overlay)
     (out / "classes.json").write_text(json.dumps({"classes": classes, "mode": args.mode}, indent=2) + "\n")

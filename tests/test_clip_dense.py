@@ -22,6 +22,7 @@ from phreg_hf.synthetic_clip import (
     build_tiny_clip_processor,
     write_synthetic_segmentation_set,
 )
+from phreg_hf.teacher_cache import hash_model
 from phreg_hf.trainer import DistillArguments, DistillTrainer
 
 
@@ -129,6 +130,7 @@ def test_trainer_distills_a_full_clip_in_projection_space(tmp_path, base):
         num_preview_images=0,
         checkpointing_steps=0,
         num_eval_images=4,
+        teacher_cache=str(tmp_path / "cache"),  # targets in projection space, cached once per image
     )
     trainer = DistillTrainer(args, base_model=base, image_processor=build_tiny_clip_processor(64))
     assert trainer.clip_dense_mode == "naclip"
@@ -150,6 +152,9 @@ def test_trainer_distills_a_full_clip_in_projection_space(tmp_path, base):
         changed = not torch.equal(after[name], value)
         assert changed == (name in trainer.trainable_names), name
     assert result["settings"]["clip_dense_mode"] == "naclip"
+    assert result["settings"]["teacher_cache"]["misses"] == 4
+    # The cache fingerprint tells the teacher paths apart (same weights, other targets).
+    assert hash_model(CLIPDenseModel(base, "naclip")) != hash_model(CLIPDenseModel(base, "maskclip"))
     assert result["settings"]["model_type"] == "phreg_clip"
     assert 0.0 < result["metrics"]["clip_image_feature_cosine"] <= 1.0
     assert {"tokenizer.json", "processor_config.json"} <= {p.name for p in (tmp_path / "out").iterdir()}
