@@ -43,9 +43,9 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 from transformers import HfArgumentParser
 from transformers.dynamic_module_utils import get_relative_import_files
-from transformers.utils import IMAGE_PROCESSOR_NAME
+from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
-from .configuration_phreg import PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
+from .configuration_phreg import PhregCLIPConfig, PhregCLIPVisionConfig, PhregDinov2Config, PhregViTConfig
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .modeling_phreg import TRAINABLE_PARTS
 
@@ -68,7 +68,17 @@ STUDENT_BACKBONES = {
     PhregDinov2Config.model_type: ("dinov2", "DINOv2"),
     PhregViTConfig.model_type: ("vit", "ViT"),
     PhregCLIPVisionConfig.model_type: ("clip", "CLIP vision"),
+    PhregCLIPConfig.model_type: ("clip", "CLIP"),
 }
+# A CLIP student's processor and tokenizer (its text tower and segmentation pipeline need them).
+PROCESSOR_FILES = (
+    PROCESSOR_NAME,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
 CARD_TAGS = ("phreg", "registers", "vision")
 PIPELINE_TAG = "image-feature-extraction"
 
@@ -185,6 +195,9 @@ def read_student_config(folder: str | Path) -> dict:
             f"{sorted(STUDENT_BACKBONES)}). Build one with phreg_hf.student_from_base(base, num_register_tokens) "
             "and train it (examples/distill.py), then push its output folder."
         )
+    if model_type == PhregCLIPConfig.model_type:
+        # A full CLIP student: the vision student's fields (patch size, registers, ...) are read from vision_config.
+        config = {**config.get("vision_config", {}), **config}
     if not config.get("auto_map"):
         raise ValueError(
             f"{config_path} has no auto_map, so Hub users could not load it with trust_remote_code=True. Re-save "
@@ -213,7 +226,9 @@ def code_files(folder: str | Path, config: dict | None = None) -> list[str]:
     folder = Path(folder)
     config = read_student_config(folder) if config is None else config
     names: list[str] = []
-    for reference in config["auto_map"].values():
+    # The custom pipeline of a CLIP student (segmentation.py) is remote code too.
+    pipelines = [task["impl"] for task in (config.get("custom_pipelines") or {}).values()]
+    for reference in [*config["auto_map"].values(), *pipelines]:
         references = reference if isinstance(reference, (list, tuple)) else [reference]
         for ref in references:
             if not ref:
@@ -754,6 +769,7 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
         *code_files(folder, config),
         *_weight_files(folder),
         IMAGE_PROCESSOR_NAME,
+        *PROCESSOR_FILES,
         TRAINING_SETTINGS_FILE,
         METRICS_FILE,
         README_FILE,

@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
-from . import clip_dense, constants
+from . import clip_training, constants
 from .modeling_phreg import TRAINABLE_PARTS, student_class_for, student_from_base
 from .teacher_cache import (
     STORAGE_DTYPES,
@@ -90,7 +90,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 DEMO_BASE_DIR = "demo_base"
 # Reference resolutions (METHOD.md / reference code) when --resolution is not given.
 REFERENCE_RESOLUTIONS = {"dinov2": 518, "clip_vision_model": 448, "clip": 448}
-# Reference values of the options whose default depends on the model (CLIP dense runs: clip_dense.py).
+# Reference values of the options whose default depends on the model (CLIP dense runs: clip_training.py).
 GENERIC_REFERENCE_SETTINGS = {
     "per_device_train_batch_size": 8,
     "learning_rate": 1e-4,
@@ -161,7 +161,7 @@ class DistillArguments:
             "full PhregCLIPModel whose MaskCLIP value-path features learn the NACLIP teacher's in projection "
             "space, at the paper's CLIP settings (448 px, batch 16, lr 3e-4 -> 1e-5) unless overridden; "
             "'maskclip': the same with a MaskCLIP teacher; 'tokens' (default for vision-only towers): distill the "
-            "vision tower's post-layernorm patch tokens (see phreg_hf/clip_dense.py)."
+            "vision tower's post-layernorm patch tokens (see phreg_hf/clip_training.py)."
         },
     )
     # ---- data
@@ -402,7 +402,7 @@ class DistillArguments:
 
     def resolve_defaults(self, clip_dense: bool) -> None:
         """Fill the options left at None with the reference values (METHOD.md), the CLIP ones for a CLIP dense run."""
-        from .clip_dense import CLIP_REFERENCE_SETTINGS
+        from .clip_training import CLIP_REFERENCE_SETTINGS
 
         defaults = CLIP_REFERENCE_SETTINGS if clip_dense else GENERIC_REFERENCE_SETTINGS
         for name in GENERIC_REFERENCE_SETTINGS:
@@ -801,10 +801,10 @@ class DistillTrainer:
             self.demo_base = base
         else:
             # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint), or the
-            # whole CLIPModel when the run distills CLIP's text-aligned dense features (clip_dense.py).
+            # whole CLIPModel when the run distills CLIP's text-aligned dense features (clip_training.py).
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
             base_class = (
-                clip_dense.base_class_for(model_type, args.clip_dense_mode)
+                clip_training.base_class_for(model_type, args.clip_dense_mode)
                 or (student_class_for(model_type).base_model_classes[0])
             )
             base = base_class.from_pretrained(args.teacher, revision=args.teacher_revision, **load_kwargs)
@@ -820,11 +820,11 @@ class DistillTrainer:
         # Student and teacher both start as exact copies of the base (METHOD.md). The teacher is a 0-register
         # student: it computes exactly what the base computes, and exposes the same `get_patch_tokens`. Both
         # hold float32 weights (as the reference code); lower precision comes from autocast (--mixed_precision).
-        self.clip_dense_mode = clip_dense.resolve_mode(base, args.clip_dense_mode)
+        self.clip_dense_mode = clip_training.resolve_mode(base, args.clip_dense_mode)
         args.resolve_defaults(clip_dense=self.clip_dense_mode is not None)
         if self.clip_dense_mode is not None:
             # A full PhregCLIPModel student; the teacher is the frozen CLIP seen through NACLIP (or MaskCLIP).
-            self.student, teacher_model = clip_dense.build_student_and_teacher(
+            self.student, teacher_model = clip_training.build_student_and_teacher(
                 base, args.num_register_tokens, self.clip_dense_mode
             )
         else:
@@ -844,7 +844,7 @@ class DistillTrainer:
                 image_processor = None  # built below, once the resolution is known
         self.processor = None  # a CLIPProcessor (tokenizer included) saved beside a CLIP dense student
         if self.clip_dense_mode is not None:
-            self.processor, image_processor = clip_dense.split_processor(
+            self.processor, image_processor = clip_training.split_processor(
                 image_processor, args.teacher if base_model is None else None, args.teacher_revision
             )
         self.resolution = self._resolve_resolution()
@@ -852,7 +852,7 @@ class DistillTrainer:
         if self.clip_dense_mode is not None:
             # METHOD.md: the position embeddings are resized once to the training grid, and that table trains.
             self.student.resize_position_embeddings(self.resolution)
-            clip_dense.set_processor_resolution(self.image_processor, self.resolution)
+            clip_training.set_processor_resolution(self.image_processor, self.resolution)
         self.grid_size = (self.resolution // self.patch_size, self.resolution // self.patch_size)
 
         for parameter in teacher_model.parameters():
@@ -1433,7 +1433,7 @@ class DistillTrainer:
         )
         if self.clip_dense_mode is not None:
             # How far the image-level embedding (classification, retrieval) drifted from the base CLIP's.
-            metrics["clip_image_feature_cosine"] = clip_dense.image_feature_cosine(
+            metrics["clip_image_feature_cosine"] = clip_training.image_feature_cosine(
                 self.teacher_model.clip, student, pixel_values.to(accelerator.device)
             )
         if args.num_preview_images > 0:
@@ -1576,7 +1576,7 @@ class DistillTrainer:
 
             def save(folder: Path) -> None:
                 if self.clip_dense_mode is not None:  # CLIP: the segmentation pipeline travels with it
-                    clip_dense.save_student(student, self.processor or self.image_processor, folder)
+                    clip_training.save_student(student, self.processor or self.image_processor, folder)
                     return
                 student.save_pretrained(folder, safe_serialization=True)
                 self.image_processor.save_pretrained(folder)

@@ -15,8 +15,8 @@ from phreg_hf.clip_dense import (
     dense_features,
     gaussian_neighbourhood_bias,
     naclip_attention,
-    resolve_mode,
 )
+from phreg_hf.clip_training import resolve_mode
 from phreg_hf.synthetic_clip import (
     build_planted_artifact_clip,
     build_tiny_clip_processor,

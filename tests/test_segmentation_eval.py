@@ -68,6 +68,14 @@ def test_distill_segment_and_evaluate_a_clip_student_end_to_end(tmp_path, capsys
     settings = json.loads((tmp_path / "student" / "phreg_training.json").read_text())
     assert settings["clip_dense_mode"] == "naclip" and settings["student_class"] == "PhregCLIPModel"
     assert "custom_pipelines" in json.loads((tmp_path / "student" / "config.json").read_text())
+    code = {p.name for p in (tmp_path / "student").glob("*.py")}  # only what trust_remote_code needs travels
+    assert code == {
+        "configuration_phreg.py",
+        "modeling_phreg.py",
+        "modeling_phreg_clip.py",
+        "clip_dense.py",
+        "pipeline_phreg_segmentation.py",
+    }
 
     segment = ["segment", "--model", str(tmp_path / "student"), "--images", str(images), *SMALL]
     assert phreg_main(segment + ["--out", str(tmp_path / "seg"), "--labels_file", str(class_file)]) == 0
