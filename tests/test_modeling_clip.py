@@ -53,6 +53,44 @@ def test_zero_registers_dense_features_equal_stock_value_path(base, size):
     torch.testing.assert_close(feature_map.flatten(2).transpose(1, 2), dense)
 
 
+def test_openclip_style_checkpoint(tmp_path):
+    """OpenCLIP / DFN weights converted to transformers' CLIPModel differ in settings (GELU instead of QuickGELU,
+    other sizes), not in architecture: the student follows the checkpoint's config and stays exact."""
+    from transformers import CLIPConfig
+
+    tokenizer = build_tiny_clip_tokenizer()
+    text = dict(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, hidden_act="gelu"
+    )
+    text.update(vocab_size=514, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = dict(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, hidden_act="gelu"
+    )
+    vision.update(image_size=48, patch_size=16)
+    torch.manual_seed(1)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=40)).save_pretrained(tmp_path)
+    base = CLIPModel.from_pretrained(tmp_path).eval()
+    student = PhregCLIPModel.from_base(str(tmp_path), 0).eval()
+    assert student.config.vision_config.hidden_act == "gelu" == student.config.text_config.hidden_act
+    pixel_values = torch.randn(1, 3, 64, 96)
+    inputs = tokenizer(["a photo of a cat."], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            student.get_dense_image_features(pixel_values),
+            stock_value_path(base, pixel_values),
+            atol=1e-5,
+            rtol=1e-5,
+        )
+        # Same function and weights; loaded weights may sit in another memory layout than the student's copies,
+        # which changes matmul rounding (~1e-7), hence allclose here and torch.equal in the in-memory test.
+        torch.testing.assert_close(
+            student.get_text_features(**inputs).pooler_output,
+            base.get_text_features(**inputs).pooler_output,
+            atol=1e-6,
+            rtol=1e-6,
+        )
+
+
 def test_text_features_are_clips_own_bit_for_bit(base):
     student = PhregCLIPModel.from_base(base, 4).eval()
     inputs = token_ids(["a photo of a cat.", "a dog", "an origami red square."])
