@@ -116,3 +116,36 @@ def test_distill_segment_and_evaluate_a_clip_student_end_to_end(tmp_path, capsys
     assert "Line 2 of the class file" in capsys.readouterr().err
     assert phreg_main(evaluate + folders + ["--out", str(report_path)]) == 2  # never overwrites the report
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_labelled_images_from_a_datasets_id(tmp_path):
+    """--dataset_name (the real `datasets.load_dataset` on a local parquet set, as a Hub set would load), and
+    clear errors for a missing column or a missing source."""
+    import datasets
+
+    from phreg_hf.segmentation_eval import EvalSegmentationArguments, iterate_labelled_images
+
+    images, masks, _ = write_synthetic_segmentation_set(tmp_path / "data", num_images=2)
+    names = sorted(p.name for p in images.iterdir())
+    table = datasets.Dataset.from_dict(
+        {"image": [str(images / n) for n in names], "annotation": [str(masks / n) for n in names]}
+    )
+    table = table.cast_column("image", datasets.Image()).cast_column("annotation", datasets.Image())
+    (tmp_path / "hub_like").mkdir()
+    table.to_parquet(str(tmp_path / "hub_like" / "validation.parquet"))
+    args = EvalSegmentationArguments(
+        model="s",
+        base="b",
+        class_names="c.txt",
+        out=str(tmp_path / "r.json"),
+        dataset_name=str(tmp_path / "hub_like"),
+    )
+    loaded = list(iterate_labelled_images(args))
+    assert [name for name, _, _ in loaded] == [f"{tmp_path / 'hub_like'}[0]", f"{tmp_path / 'hub_like'}[1]"]
+    assert np.array_equal(loaded[1][2], np.array(Image.open(masks / names[1])))
+    assert loaded[0][1].size == (96, 72)
+    args.label_column = "segmentation"
+    with pytest.raises(ValueError, match="no column 'segmentation'"):
+        list(iterate_labelled_images(args))
+    with pytest.raises(ValueError, match="Pass either --images DIR --masks DIR, or --dataset_name"):
+        EvalSegmentationArguments(model="s", base="b", class_names="c", out="r.json").validate()
