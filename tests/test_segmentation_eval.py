@@ -56,6 +56,7 @@ def distill_cli(base: Path, images: Path, out: Path) -> None:
     command += ["--final_learning_rate", "3e-4"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "CLIP image embedding (get_image_features) cosine to the base" in result.stdout
 
 
 @pytest.mark.slow
