@@ -285,6 +285,7 @@ class PhregCLIPModel(CLIPPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         return_dense_features: bool = False,
+        output_image_embeds: bool = True,
         **kwargs,
     ) -> PhregCLIPOutput:
         r"""
@@ -295,6 +296,8 @@ class PhregCLIPModel(CLIPPreTrainedModel):
             pixel_values: `(B, 3, H, W)` normalized images, H and W multiples of the patch size; None skips images.
             return_dense_features: also return `dense_image_embeds` `(B, h*w, projection_dim)` (value path); the
                 trunk up to the last block runs once for both image outputs.
+            output_image_embeds: False skips the standard last block (no `image_embeds`), e.g. when only the dense
+                features are needed, as in distillation.
 
         Returns:
             [`PhregCLIPOutput`]: `text_embeds` `(T, projection_dim)`, `image_embeds` `(B, projection_dim)` (both
@@ -315,13 +318,14 @@ class PhregCLIPModel(CLIPPreTrainedModel):
             attention_mask_vision = create_bidirectional_mask(
                 config=vision.config, inputs_embeds=hidden_states, attention_mask=None
             )
-            last_hidden_state = vision.transformer_blocks[-1](hidden_states, attention_mask_vision)
-            pooled = vision.post_layernorm(last_hidden_state[:, 0])
-            vision_outputs = BaseModelOutputWithPooling(
-                last_hidden_state=last_hidden_state, pooler_output=pooled
-            )
-            image_embeds = self.visual_projection(pooled)
-            image_embeds = image_embeds / image_embeds.norm(p=2, dim=-1, keepdim=True)
+            if output_image_embeds:
+                last_hidden_state = vision.transformer_blocks[-1](hidden_states, attention_mask_vision)
+                pooled = vision.post_layernorm(last_hidden_state[:, 0])
+                vision_outputs = BaseModelOutputWithPooling(
+                    last_hidden_state=last_hidden_state, pooler_output=pooled
+                )
+                image_embeds = self.visual_projection(pooled)
+                image_embeds = image_embeds / image_embeds.norm(p=2, dim=-1, keepdim=True)
             if return_dense_features:
                 dense = self._dense_from_tokens(hidden_states)
         if text_embeds is not None and image_embeds is not None:

@@ -1099,7 +1099,10 @@ class DistillTrainer:
         """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward."""
         student = self.accelerator.unwrap_model(self.student)
         if self.clip_dense_mode is not None:  # text-aligned value-path features, in projection space
-            return self.student(pixel_values=pixel_values, return_dense_features=True).dense_image_embeds
+            outputs = self.student(
+                pixel_values=pixel_values, return_dense_features=True, output_image_embeds=False
+            )
+            return outputs.dense_image_embeds
         outputs = self.student(pixel_values=pixel_values)
         tokens = outputs.last_hidden_state[:, student.num_prefix_tokens :]
         return tokens if student.last_hidden_state_is_normed else student.final_norm(tokens)

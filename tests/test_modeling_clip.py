@@ -114,6 +114,10 @@ def test_forward_matches_clip_and_returns_dense(base):
         got.dense_image_embeds, stock_value_path(base, pixel_values), atol=1e-5, rtol=1e-5
     )
     assert student(pixel_values=pixel_values).text_embeds is None
+    dense_only = student(pixel_values=pixel_values, return_dense_features=True, output_image_embeds=False)
+    assert dense_only.image_embeds is None and torch.equal(
+        dense_only.dense_image_embeds, got.dense_image_embeds
+    )
 
 
 def test_value_path_has_its_own_weights(base):
