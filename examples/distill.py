@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("Artifact measures, raw base model vs denoised teacher vs distilled student:")
         print(format_metrics_table(result["metrics"]))
+        if (
+            "clip_image_feature_cosine" in result["metrics"]
+        ):  # CLIP dense runs (--clip_dense_mode naclip/maskclip)
+            cosine = result["metrics"]["clip_image_feature_cosine"]
+            print(f"CLIP image embedding (get_image_features) cosine to the base: {cosine:.4f}")
         if args.push_to_hub:
             url = result.get("hub_commit_url")
             print(

@@ -22,6 +22,7 @@ from transformers import AutoBackbone, AutoConfig, AutoModel
 
 from .configuration_phreg import (
     DEFAULT_NUM_REGISTER_TOKENS,
+    PhregCLIPConfig,
     PhregCLIPVisionConfig,
     PhregDinov2Config,
     PhregDinov2WithRegistersConfig,
@@ -43,6 +44,8 @@ from .modeling_phreg_backbone import (
     PhregDinov2WithRegistersBackbone,
     PhregViTBackbone,
 )
+from .modeling_phreg_clip import PhregCLIPModel
+from .segmentation import register_segmentation_pipeline
 
 __version__ = "0.1.0"
 
@@ -51,6 +54,7 @@ for _config_class, _model_class in (
     (PhregViTConfig, PhregViTModel),
     (PhregCLIPVisionConfig, PhregCLIPVisionModel),
     (PhregDinov2WithRegistersConfig, PhregDinov2WithRegistersModel),
+    (PhregCLIPConfig, PhregCLIPModel),
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
@@ -66,8 +70,13 @@ for _backbone_class in (
     AutoBackbone.register(_backbone_class.config_class, _backbone_class, exist_ok=True)
     _backbone_class.register_for_auto_class("AutoBackbone")
 
+# pipeline("phreg-open-vocabulary-segmentation", model=...) for students and base CLIPs alike.
+register_segmentation_pipeline()
+
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",
+    "PhregCLIPConfig",
+    "PhregCLIPModel",
     "PhregCLIPVisionBackbone",
     "PhregCLIPVisionConfig",
     "PhregCLIPVisionModel",

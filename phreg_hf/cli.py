@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`.
+"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`, `phreg segment`, `phreg eval-segmentation`.
 
 Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
 `phreg push --help` and friends print the options of the subcommand.
@@ -31,6 +31,16 @@ SUBCOMMANDS = {
     ),
     "eval": ("phreg_hf.evaluation", "eval_main", "measure artifacts of base, denoised teacher and student"),
     "visualize": ("phreg_hf.visualization", "visualize_main", "write before/after PNGs (norms, PCA)"),
+    "segment": (
+        "phreg_hf.segmentation",
+        "segment_main",
+        "open-vocabulary segmentation with a CLIP (label PNGs)",
+    ),
+    "eval-segmentation": (
+        "phreg_hf.segmentation_eval",
+        "eval_segmentation_main",
+        "mIoU of base CLIP (MaskCLIP, NACLIP) vs a CLIP student",
+    ),
 }
 
 

@@ -19,7 +19,14 @@ nothing of ``phreg_hf``: it travels with saved checkpoints for ``trust_remote_co
 """
 
 from huggingface_hub.dataclasses import strict
-from transformers import CLIPVisionConfig, Dinov2Config, Dinov2WithRegistersConfig, ViTConfig
+from transformers import (
+    CLIPConfig,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    Dinov2Config,
+    Dinov2WithRegistersConfig,
+    ViTConfig,
+)
 from transformers.backbone_utils import BackboneConfigMixin
 
 # Reference setting of PH-Reg (METHOD.md): 16 learnable registers.
@@ -192,8 +199,29 @@ class PhregDinov2WithRegistersConfig(PhregConfigMixin, PhregBackboneConfigMixin,
             )
 
 
+class PhregCLIPConfig(CLIPConfig):
+    r"""
+    Configuration of [`PhregCLIPModel`]: a full [`~transformers.CLIPConfig`] whose vision config is a
+    [`PhregCLIPVisionConfig`] (CLIP's vision config plus `num_register_tokens`). The text config is CLIP's own, so
+    the text tower and `get_text_features` are CLIP's, unchanged.
+
+    Args:
+        text_config (`dict` or [`~transformers.CLIPTextConfig`], *optional*): the text tower's config.
+        vision_config (`dict` or [`PhregCLIPVisionConfig`], *optional*): the vision student's config.
+        All other arguments: see [`~transformers.CLIPConfig`].
+    """
+
+    model_type = "phreg_clip"
+    sub_configs_defaults = {"text_config": CLIPTextConfig, "vision_config": PhregCLIPVisionConfig}
+
+    @property
+    def num_register_tokens(self) -> int:
+        return self.vision_config.num_register_tokens
+
+
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",
+    "PhregCLIPConfig",
     "PhregCLIPVisionConfig",
     "PhregDinov2Config",
     "PhregDinov2WithRegistersConfig",

@@ -48,7 +48,7 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import HfArgumentParser
-from transformers.utils import IMAGE_PROCESSOR_NAME
+from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .file_checks import check_inside_folder, check_markdown_safe_name, check_safetensors_file
@@ -89,6 +89,15 @@ EXPORT_SUBFOLDER = "dinov2_with_registers"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Same default as transformers' `PreTrainedModel.push_to_hub` / `save_pretrained`.
 DEFAULT_MAX_SHARD_SIZE = "50GB"
+# A CLIP student's processor and tokenizer (its text tower and segmentation pipeline need them).
+PROCESSOR_FILES = (
+    PROCESSOR_NAME,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
 
 
 class HubPushError(RuntimeError):
@@ -190,6 +199,7 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
         *code_files(folder, config),
         *weight_files,
         IMAGE_PROCESSOR_NAME,
+        *PROCESSOR_FILES,
         TRAINING_SETTINGS_FILE,
         METRICS_FILE,
         README_FILE,

@@ -38,6 +38,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from .configuration_phreg import (
+    PhregCLIPConfig,
     PhregCLIPVisionConfig,
     PhregDinov2Config,
     PhregDinov2WithRegistersConfig,
@@ -57,6 +58,7 @@ STUDENT_BACKBONES = {
     PhregViTConfig.model_type: ("vit", "ViT"),
     PhregCLIPVisionConfig.model_type: ("clip", "CLIP vision"),
     PhregDinov2WithRegistersConfig.model_type: ("dinov2", "DINOv2 with registers"),
+    PhregCLIPConfig.model_type: ("clip", "CLIP"),
 }
 # Students that export to a stock `Dinov2WithRegistersModel` (`to_dinov2_with_registers`).
 DINOV2_MODEL_TYPES = (PhregDinov2Config.model_type, PhregDinov2WithRegistersConfig.model_type)
@@ -144,6 +146,9 @@ def read_student_config(folder: str | Path) -> dict:
             f"{sorted(STUDENT_BACKBONES)}). Build one with phreg_hf.student_from_base(base, num_register_tokens) "
             "and train it (examples/distill.py), then push its output folder."
         )
+    if model_type == PhregCLIPConfig.model_type:
+        # A full CLIP student: the vision student's fields (patch size, registers, ...) are read from vision_config.
+        config = {**config.get("vision_config", {}), **config}
     if not config.get("auto_map"):
         raise ValueError(
             f"{config_path} has no auto_map, so Hub users could not load it with trust_remote_code=True. Re-save "
@@ -172,7 +177,9 @@ def code_files(folder: str | Path, config: dict | None = None) -> list[str]:
     folder = Path(folder)
     config = read_student_config(folder) if config is None else config
     names: list[str] = []
-    for reference in config["auto_map"].values():
+    # The custom pipeline of a CLIP student (segmentation) is remote code too.
+    pipelines = [task["impl"] for task in (config.get("custom_pipelines") or {}).values()]
+    for reference in [*config["auto_map"].values(), *pipelines]:
         references = reference if isinstance(reference, (list, tuple)) else [reference]
         for ref in references:
             if not ref:

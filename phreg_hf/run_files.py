@@ -42,9 +42,17 @@ FIXED_RUN_OUTPUTS = (
     METRICS_FILE,
     PREVIEWS_DIR,
     "demo_base",
+    # A CLIP student's processor and tokenizer.
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
 )
 _WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
-_CODE_FILE = re.compile(r"(configuration|modeling)_phreg\w*\.py")
+# The code files that travel with a student (`save_pretrained` writes them for trust_remote_code).
+_CODE_FILE = re.compile(r"((configuration|modeling|pipeline)_phreg\w*|clip_dense)\.py")
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:

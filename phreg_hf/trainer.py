@@ -66,7 +66,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
-from . import constants
+from . import clip_training, constants
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     clean_leftovers,
@@ -337,13 +337,17 @@ class DistillTrainer:
             # Saved next to the student, so that `phreg eval` / `phreg visualize` can compare them offline.
             self.demo_base = base
         else:
-            # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint).
+            # Load only the vision tower's stock class (e.g. CLIPVisionModel from a full CLIP checkpoint; its loader
+            # skips the unused keys without a load report), or the whole CLIPModel when the run distills CLIP's
+            # text-aligned dense features (clip_training.py).
             from .file_checks import check_local_weights
 
             check_local_weights(args.teacher)  # a truncated local model.safetensors is named, with the fix
             model_type = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision).model_type
-            # (its loader skips a full checkpoint's unused keys, e.g. CLIP's text tower, without a load report)
-            base_class = student_class_for(model_type).base_model_loader()
+            base_class = (
+                clip_training.base_class_for(model_type, args.clip_dense_mode)
+                or student_class_for(model_type).base_model_loader()
+            )
             base = base_class.from_pretrained(args.teacher, revision=args.teacher_revision, **load_kwargs)
             self.base_model_id = args.teacher
         if args.attn_implementation is not None and (base_model is not None or args.is_demo):
@@ -357,10 +361,19 @@ class DistillTrainer:
         # Student and teacher both start as exact copies of the base (METHOD.md). The teacher is a 0-register
         # student: it computes exactly what the base computes, and exposes the same `get_patch_tokens`. Both
         # hold float32 weights (as the reference code); lower precision comes from autocast (--mixed_precision).
-        self.student = student_from_base(base, args.num_register_tokens).float()
-        teacher_model = student_from_base(base, 0).float()
+        self.clip_dense_mode = clip_training.resolve_mode(base, args.clip_dense_mode)
+        args.resolve_defaults(clip_dense=self.clip_dense_mode is not None)
+        if self.clip_dense_mode is not None:
+            # A full PhregCLIPModel student; the teacher is the frozen CLIP seen through NACLIP (or MaskCLIP).
+            self.student, teacher_model = clip_training.build_student_and_teacher(
+                base, args.num_register_tokens, self.clip_dense_mode
+            )
+        else:
+            self.student = student_from_base(base, args.num_register_tokens).float()
+            teacher_model = student_from_base(base, 0).float()
         self.model_type = base.config.model_type
         self.patch_size = self.student.patch_size
+        self.native_image_size = teacher_model.config.image_size
         del base
 
         if image_processor is None:
@@ -370,13 +383,26 @@ class DistillTrainer:
                 )
             else:
                 image_processor = None  # built below, once the resolution is known
+        self.processor = None  # a CLIPProcessor (tokenizer included) saved beside a CLIP dense student
+        if self.clip_dense_mode is not None:
+            self.processor, image_processor = clip_training.split_processor(
+                image_processor, args.teacher if base_model is None else None, args.teacher_revision
+            )
         self.resolution = self._resolve_resolution()
         self.image_processor = image_processor or build_demo_image_processor(self.resolution)
+        if self.clip_dense_mode is not None:
+            # METHOD.md: the position embeddings are resized once to the training grid, and that table trains.
+            self.student.resize_position_embeddings(self.resolution)
+            clip_training.set_processor_resolution(self.image_processor, self.resolution)
         self.grid_size = (self.resolution // self.patch_size, self.resolution // self.patch_size)
 
         for parameter in teacher_model.parameters():
             parameter.requires_grad_(False)
         self.teacher_model = teacher_model.eval().to(self.accelerator.device)
+        # Width of the distilled tokens: the hidden size, or CLIP's projection size in a dense mode.
+        self.target_dim = (
+            self.student.config.projection_dim if self.clip_dense_mode else self.student.config.hidden_size
+        )
         self.teacher = self._build_teacher(self.teacher_model)
         self.trainable_names = self._freeze_student()
 
@@ -384,10 +410,11 @@ class DistillTrainer:
         args, p = self.args, self.patch_size
         resolution = args.resolution
         if resolution is None:
+            native = self.native_image_size
             if self.is_synthetic:
-                resolution = self.student.config.image_size
+                resolution = native
             else:
-                resolution = REFERENCE_RESOLUTIONS.get(self.model_type, self.student.config.image_size)
+                resolution = REFERENCE_RESOLUTIONS.get(self.model_type, native)
         if resolution % p:
             lower, upper = (resolution // p) * p, (resolution // p + 1) * p
             nearest = f"{lower} or {upper}" if lower > 0 else f"{upper}"
@@ -604,11 +631,7 @@ class DistillTrainer:
             )
         if accelerator.is_main_process:
             num_patches = self.grid_size[0] * self.grid_size[1]
-            size = (
-                num_patches
-                * accelerator.unwrap_model(self.student).config.hidden_size
-                * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
-            )
+            size = num_patches * self.target_dim * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
             total = f"{size * self.num_train_images / 2**30:.2f} GiB" if self.num_train_images else "unknown"
             logger.info(
                 f"Teacher cache {args.teacher_cache}: {len(self.teacher_cache)} targets cached, "
@@ -644,6 +667,11 @@ class DistillTrainer:
     def student_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward."""
         student = self.accelerator.unwrap_model(self.student)
+        if self.clip_dense_mode is not None:  # text-aligned value-path features, in projection space
+            outputs = self.student(
+                pixel_values=pixel_values, return_dense_features=True, output_image_embeds=False
+            )
+            return outputs.dense_image_embeds
         outputs = self.student(pixel_values=pixel_values)
         tokens = outputs.last_hidden_state[:, student.num_prefix_tokens :]
         return tokens if student.last_hidden_state_is_normed else student.final_norm(tokens)
@@ -1032,6 +1060,11 @@ class DistillTrainer:
         metrics = measure_artifacts(
             self.teacher_model, student, pixel_values, self.teacher, images=description, **common
         )
+        if self.clip_dense_mode is not None:
+            # How far the image-level embedding (classification, retrieval) drifted from the base CLIP's.
+            metrics["clip_image_feature_cosine"] = clip_training.image_feature_cosine(
+                self.teacher_model.clip, student, pixel_values.to(accelerator.device)
+            )
         if args.num_preview_images > 0:
             self._write_previews(preview_dir or self.output_dir, student, pixel_values, common)
         return metrics
@@ -1113,6 +1146,7 @@ class DistillTrainer:
             "model_type": student.config.model_type,
             "base_model_type": self.model_type,
             "student_class": type(student).__name__,
+            "clip_dense_mode": self.clip_dense_mode,  # CLIP: teacher path (naclip / maskclip), None otherwise
             "num_register_tokens": args.num_register_tokens,
             "trainable_parts": args.enabled_parts(),
             "num_trainable_parameters": self.num_trainable_parameters,
@@ -1177,8 +1211,13 @@ class DistillTrainer:
             student = accelerator.unwrap_model(self.student)
             staging = new_staging_folder(self.output_dir)
             try:
-                student.save_pretrained(staging, safe_serialization=True)
-                self.image_processor.save_pretrained(staging)
+                if (
+                    self.clip_dense_mode is not None
+                ):  # CLIP: processor, tokenizer and segmentation pipeline too
+                    clip_training.save_student(student, self.processor or self.image_processor, staging)
+                else:
+                    student.save_pretrained(staging, safe_serialization=True)
+                    self.image_processor.save_pretrained(staging)
                 if self.demo_base is not None:
                     demo_base_dir = staging / DEMO_BASE_DIR
                     self.demo_base.save_pretrained(demo_base_dir)

@@ -28,6 +28,13 @@ from typing import Literal
 from .constants import DEFAULT_EVAL_IMAGES
 from .modeling_phreg import TRAINABLE_PARTS
 
+# Reference values of the options whose default depends on the model (CLIP dense runs: clip_training.py).
+GENERIC_REFERENCE_SETTINGS = {
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-4,
+    "final_learning_rate": 5e-6,
+}
+
 
 def _tensorboard_available() -> bool:
     return (
@@ -72,6 +79,16 @@ class DistillArguments:
     )
     num_register_tokens: int = field(
         default=16, metadata={"help": "Register tokens added to the student (PH-Reg reference: 16)."}
+    )
+    clip_dense_mode: Literal["naclip", "maskclip", "tokens"] | None = field(
+        default=None,
+        metadata={
+            "help": "CLIP only. 'naclip' (default for full CLIP checkpoints, the paper's recipe): the student is a "
+            "full PhregCLIPModel whose MaskCLIP value-path features learn the NACLIP teacher's in projection "
+            "space, at the paper's CLIP settings (448 px, batch 16, lr 3e-4 -> 1e-5) unless overridden; "
+            "'maskclip': the same with a MaskCLIP teacher; 'tokens' (default for vision-only towers): distill the "
+            "vision tower's post-layernorm patch tokens (see phreg_hf/clip_training.py)."
+        },
     )
     # ---- data
     train_dir: str | None = field(
@@ -182,18 +199,27 @@ class DistillArguments:
             "help": "Optimizer steps to run; overrides --num_epochs when > 0 (needed with --streaming)."
         },
     )
-    per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Images per process per micro-batch (reference: 8)."}
+    per_device_train_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Images per process per micro-batch (default: the reference's 8; 16 for CLIP dense modes)."
+        },
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches per optimizer step."}
     )
-    learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate of the first epoch (reference: 1e-4)."}
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "AdamW learning rate of the first epoch (default: the reference's 1e-4; 3e-4 for CLIP dense modes)."
+        },
     )
-    final_learning_rate: float = field(
-        default=5e-6,
-        metadata={"help": "Learning rate of the last epoch, reached by exponential decay (reference: 5e-6)."},
+    final_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the last epoch, reached by exponential decay (default: the reference's 5e-6; "
+            "1e-5 for CLIP dense modes)."
+        },
     )
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay (reference: 1e-2)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
@@ -305,6 +331,16 @@ class DistillArguments:
         }
         return [part for part in TRAINABLE_PARTS if flags[part]]
 
+    def resolve_defaults(self, clip_dense: bool) -> None:
+        """Fill the options left at None with the reference values (METHOD.md), the CLIP ones for a CLIP dense run."""
+        from .clip_training import CLIP_REFERENCE_SETTINGS
+
+        defaults = CLIP_REFERENCE_SETTINGS if clip_dense else GENERIC_REFERENCE_SETTINGS
+        for name in GENERIC_REFERENCE_SETTINGS:
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        self.validate()
+
     def validate(self) -> None:
         """Checks that need no model or data; raises ValueError / FileNotFoundError naming the fix."""
         if (
@@ -342,7 +378,7 @@ class DistillArguments:
             "num_eval_images": self.num_eval_images,
         }
         for name, value in positive_ints.items():
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}.")
         if self.num_register_tokens < 0:
             raise ValueError(
@@ -356,12 +392,17 @@ class DistillArguments:
             raise ValueError(f"--shift_frac must be in [0, 0.5), got {self.shift_frac} (reference: 0.15).")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"--flip_prob must be in [0, 1], got {self.flip_prob}.")
-        if self.learning_rate <= 0 or self.final_learning_rate <= 0:
+        if (self.learning_rate is not None and self.learning_rate <= 0) or (
+            self.final_learning_rate is not None and self.final_learning_rate <= 0
+        ):
             raise ValueError(
                 f"--learning_rate ({self.learning_rate}) and --final_learning_rate ({self.final_learning_rate}) must "
                 "be > 0; pass --final_learning_rate equal to --learning_rate for a constant rate."
             )
-        if self.final_learning_rate > self.learning_rate:
+        if (
+            None not in (self.learning_rate, self.final_learning_rate)
+            and self.final_learning_rate > self.learning_rate
+        ):
             raise ValueError(
                 f"--final_learning_rate ({self.final_learning_rate}) is above --learning_rate ({self.learning_rate}); "
                 "the schedule decays, so pass a final rate <= the initial one."

@@ -103,6 +103,7 @@ def test_reference_defaults():
         ["--teacher", "facebook/dinov2-base", "--train_dir", str(REPO), "--output_dir", "out"]
     )
     assert (args.num_register_tokens, args.num_views, args.shift_frac) == (16, 10, 0.15)
+    args.resolve_defaults(clip_dense=False)  # the trainer does this once it knows the model
     assert (args.learning_rate, args.final_learning_rate, args.weight_decay) == (1e-4, 5e-6, 1e-2)
     assert (args.per_device_train_batch_size, args.mse_scale, args.mixed_precision) == (8, 1.0, "auto")
     assert args.enabled_parts() == list(TRAINABLE_PARTS)
@@ -262,7 +263,7 @@ def test_local_teacher_folder(tmp_path, sample_images):
 
 
 def test_full_clip_checkpoint_as_teacher_trains_its_vision_tower(tmp_path, sample_images):
-    """--teacher with a whole CLIP checkpoint (text tower included): only CLIPVisionModel is loaded."""
+    """--teacher with a whole CLIP checkpoint and --clip_dense_mode tokens: only CLIPVisionModel is loaded."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(0)
@@ -273,7 +274,12 @@ def test_full_clip_checkpoint_as_teacher_trains_its_vision_tower(tmp_path, sampl
         tmp_path / "clip"
     )
     args = make_args(
-        tmp_path / "out", sample_images[0], teacher=str(tmp_path / "clip"), max_steps=2, resolution=56
+        tmp_path / "out",
+        sample_images[0],
+        teacher=str(tmp_path / "clip"),
+        max_steps=2,
+        resolution=56,
+        clip_dense_mode="tokens",
     )
     result = DistillTrainer(args).train()
     assert result["settings"]["model_type"] == "phreg_clip_vision_model"

@@ -1,0 +1,192 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Text-aligned dense CLIP features: the NACLIP teacher path, the MaskCLIP path, and the trainer's CLIP settings.
+
+METHOD.md, "CLIP": PH-Reg distills CLIP in its joint text-image space. Both paths run the frozen vision tower up to
+its last block, then replace that block, without new weights, by a *reduced* form (no residual, no MLP), and
+finish with `post_layernorm` and `visual_projection`:
+
+- MaskCLIP: each patch token alone, `layer_norm1 -> v_proj -> out_proj` (no attention mixing). This is the
+  student's dense path (`PhregCLIPModel.get_dense_image_features`) and a baseline of the paper.
+- NACLIP (the teacher): attention whose logits are key-key similarity `k k^T * head_dim^-0.5` plus a Gaussian
+  neighbourhood bias `exp(-d^2 / (2 std^2))` between patches at grid distance d (std 5.0, NACLIP's default; CLS
+  and registers get no bias), then `out_proj`.
+
+The teacher's targets are NACLIP tokens averaged over shifted/flipped views (`teacher.DenoisingTeacher`, which
+only needs a model with `get_patch_tokens`: `CLIPDenseModel` here).
+
+This file travels with CLIP checkpoints (the segmentation pipeline imports it): it imports only torch,
+transformers and `.modeling_phreg_clip`. The trainer's CLIP settings and hooks live in `clip_training.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import CLIPModel
+
+from .modeling_phreg_clip import PhregCLIPModel
+
+# NACLIP's default neighbourhood standard deviation, in patches.
+DEFAULT_NACLIP_STD = 5.0
+DENSE_MODES = ("naclip", "maskclip")
+
+
+def gaussian_neighbourhood_bias(
+    grid_size: tuple[int, int], std: float = DEFAULT_NACLIP_STD, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """`(h*w, h*w)` NACLIP attention bias: `exp(-d^2 / (2 std^2))`, d the distance of two patches on the grid
+    (in patches, row-major order), 1 on the diagonal."""
+    height, width = grid_size
+    rows, cols = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float64),
+        torch.arange(width, device=device, dtype=torch.float64),
+        indexing="ij",
+    )
+    coords = torch.stack([rows.flatten(), cols.flatten()], dim=-1)
+    squared = torch.cdist(coords, coords).square()
+    return torch.exp(-squared / (2 * std**2)).to(dtype)
+
+
+def naclip_attention(
+    block: nn.Module,
+    hidden_states: torch.Tensor,
+    grid_size: tuple[int, int],
+    num_prefix_tokens: int = 1,
+    std: float = DEFAULT_NACLIP_STD,
+) -> torch.Tensor:
+    """NACLIP's reduced last block on a `CLIPEncoderLayer`: key-key attention + neighbourhood bias, out_proj only.
+
+    Args:
+        block: a transformers `CLIPEncoderLayer` (its `layer_norm1` and `self_attn` weights are used).
+        hidden_states: `(B, T, C)` tokens entering the block, `[prefix (CLS, registers), patches]`.
+        grid_size: `(h, w)` with `h * w = T - num_prefix_tokens`.
+        num_prefix_tokens: tokens before the patches; they attend and are attended to, without bias.
+        std: standard deviation of the Gaussian bias, in patches.
+
+    Returns:
+        `(B, T, C)` attention outputs after `out_proj` (no residual, no MLP).
+    """
+    attention = block.self_attn
+    batch, length, channels = hidden_states.shape
+    num_patches = grid_size[0] * grid_size[1]
+    if length - num_prefix_tokens != num_patches:
+        raise ValueError(
+            f"{length} tokens with {num_prefix_tokens} prefix tokens do not fit a {grid_size} grid of patches."
+        )
+    normed = block.layer_norm1(hidden_states)
+    heads = (batch, length, attention.num_heads, attention.head_dim)
+    keys = attention.k_proj(normed).view(heads).transpose(1, 2)  # (B, H, T, d)
+    values = attention.v_proj(normed).view(heads).transpose(1, 2)
+    bias = torch.zeros(length, length, device=hidden_states.device, dtype=keys.dtype)
+    bias[num_prefix_tokens:, num_prefix_tokens:] = gaussian_neighbourhood_bias(
+        grid_size, std, hidden_states.device, keys.dtype
+    )
+    logits = keys @ keys.transpose(-1, -2) * attention.scale + bias
+    output = logits.softmax(dim=-1) @ values  # (B, H, T, d)
+    return attention.out_proj(output.transpose(1, 2).reshape(batch, length, channels))
+
+
+def naclip_dense_features(
+    clip: PhregCLIPModel, pixel_values: torch.Tensor, std: float = DEFAULT_NACLIP_STD
+) -> torch.Tensor:
+    """`(B, 3, H, W)` -> `(B, h*w, projection_dim)`: NACLIP's reduced last layer on the standard last block, then
+    `post_layernorm` and `visual_projection` (registers, if any, are prefix tokens without bias)."""
+    vision = clip.vision_model
+    grid_size = vision.check_pixel_values(pixel_values)
+    hidden_states = clip._tokens_before_last_block(pixel_values)
+    prefix = vision.num_prefix_tokens
+    tokens = naclip_attention(vision.transformer_blocks[-1], hidden_states, grid_size, prefix, std)
+    return clip.visual_projection(vision.post_layernorm(tokens[:, prefix:]))
+
+
+def as_phreg_clip(model: nn.Module) -> PhregCLIPModel:
+    """A `PhregCLIPModel` as it is; a stock `CLIPModel` wrapped with 0 registers (computes exactly the same)."""
+    if isinstance(model, CLIPModel):
+        return PhregCLIPModel.from_base(model, 0).eval()
+    if type(model).__name__ == "PhregCLIPModel":  # also a trust_remote_code copy of the class
+        return model
+    raise ValueError(
+        f"Dense CLIP features need a full CLIP model (CLIPModel or PhregCLIPModel, with text tower and projections), "
+        f"got {type(model).__name__}. Pass a CLIP checkpoint such as openai/clip-vit-base-patch16 or a PH-Reg CLIP "
+        "student saved by the trainer with --clip_dense_mode naclip."
+    )
+
+
+def dense_features(
+    clip: nn.Module, pixel_values: torch.Tensor, mode: Literal["naclip", "maskclip"] = "maskclip"
+) -> torch.Tensor:
+    """Text-aligned dense features `(B, h*w, projection_dim)` of `(B, 3, H, W)` images.
+
+    `maskclip` is the value path (`get_dense_image_features`: for a PH-Reg student its distilled dense output, for a
+    base CLIP the MaskCLIP baseline); `naclip` runs NACLIP's reduced last layer on the standard last block.
+    """
+    if mode == "maskclip":
+        return clip.get_dense_image_features(pixel_values)
+    if mode == "naclip":
+        return naclip_dense_features(clip, pixel_values)
+    raise ValueError(f"Dense mode must be one of {DENSE_MODES}, got {mode!r}.")
+
+
+class CLIPDenseModel(nn.Module):
+    """A frozen CLIP seen through one dense path, with the `get_patch_tokens` interface of `DenoisingTeacher`.
+
+    Args:
+        clip: a `PhregCLIPModel` (usually `from_base(base, 0)`) or a stock `CLIPModel`.
+        mode: "naclip" (the PH-Reg teacher) or "maskclip".
+    """
+
+    def __init__(self, clip: nn.Module, mode: Literal["naclip", "maskclip"] = "naclip"):
+        super().__init__()
+        if mode not in DENSE_MODES:
+            raise ValueError(f"mode must be one of {DENSE_MODES}, got {mode!r}.")
+        self.clip = as_phreg_clip(clip)
+        self.mode = mode
+        # The vision config (patch_size for the teacher) plus the mode, so that a teacher cache's model hash
+        # tells NACLIP and MaskCLIP targets apart.
+        self.config = copy.deepcopy(self.clip.config.vision_config)
+        self.config.phreg_clip_dense_mode = mode
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+    def get_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, H, W)` -> `(B, h*w, projection_dim)` dense features of this model's mode."""
+        return dense_features(self.clip, pixel_values, self.mode)
+
+
+@torch.no_grad()
+def image_feature_cosine(base: nn.Module, student: nn.Module, pixel_values: torch.Tensor) -> float:
+    """Mean cosine between base and student `get_image_features` `(n, projection_dim)` on `(n, 3, H, W)` images:
+    how far the student's image-level (classification) embedding drifted from the base's."""
+    base = as_phreg_clip(base)
+    want = base.get_image_features(pixel_values).pooler_output
+    got = student.get_image_features(pixel_values).pooler_output
+    return float(torch.nn.functional.cosine_similarity(got.float(), want.float(), dim=-1).mean())
+
+
+__all__ = [
+    "CLIPDenseModel",
+    "DEFAULT_NACLIP_STD",
+    "DENSE_MODES",
+    "as_phreg_clip",
+    "dense_features",
+    "gaussian_neighbourhood_bias",
+    "image_feature_cosine",
+    "naclip_attention",
+    "naclip_dense_features",
+]

@@ -1,0 +1,451 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Zero-shot open-vocabulary semantic segmentation with CLIP dense features (METHOD.md, "Segmentation").
+
+The paper's protocol, for a PH-Reg CLIP student or a base CLIP (MaskCLIP / NACLIP baselines), in one place:
+
+- each class is encoded with the 80 OpenAI ImageNet prompt templates ("a photo of a {}." ...): every prompt
+  embedding L2-normalised, averaged, L2-normalised again; a class may have synonyms ("dog, puppy"), one query each;
+- the image is resized so its short side is 448 (bilinear, no antialias, as mmseg's cv2 resize) and predicted
+  with a sliding window (crop 336, stride 112): per crop, dense features L2-normalised per token, cosine logits
+  against the queries, reshaped to the patch grid and bilinearly upsampled to the crop; logits are averaged where
+  windows overlap, then upsampled to the original image size;
+- probabilities are softmax(logit_scale * logits) over all queries (logit_scale 40); a class's probability is
+  the max over its synonyms; the label is the argmax, and a pixel whose top probability is below
+  `prob_threshold` goes to class 0 (background).
+
+`PhregSegmentationPipeline` wraps this as a transformers custom pipeline (task
+"phreg-open-vocabulary-segmentation"), returning per-class masks like `image-segmentation`. This file imports only
+numpy, PIL, torch, transformers and our remote-code files (relatively): it travels with a saved checkpoint so that
+`pipeline(model=folder, trust_remote_code=True)` works where phreg_hf is not installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import Pipeline
+
+from .clip_dense import DENSE_MODES, as_phreg_clip, dense_features
+
+PIPELINE_TASK = "phreg-open-vocabulary-segmentation"
+DEFAULT_LOGIT_SCALE = 40.0
+DEFAULT_SHORT_SIDE = 448
+DEFAULT_CROP_SIZE = 336
+DEFAULT_STRIDE = 112
+
+# The 80 prompt templates OpenAI used for zero-shot ImageNet (CLIP's "Prompt Engineering" notebook).
+OPENAI_IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Class names
+
+
+def parse_labels(labels: str | Sequence[str]) -> list[list[str]]:
+    """Class names with synonyms: `"background; cat; dog, puppy"` (or a list of such entries, one per class)
+    -> `[["background"], ["cat"], ["dog", "puppy"]]`. Synonyms are split by ", " as in the reference class files."""
+    entries = labels.split(";") if isinstance(labels, str) else list(labels)
+    if not entries or all(not str(entry).strip() for entry in entries):
+        raise ValueError(
+            "No class names given: pass at least one, e.g. --labels 'background; cat; dog, puppy' or --labels_file."
+        )
+    classes = []
+    for index, entry in enumerate(entries):
+        synonyms = [name.strip() for name in str(entry).split(", ")]
+        if not all(synonyms):
+            raise ValueError(
+                f"Class {index} ({entry!r}) has an empty name; separate classes by ';' and synonyms by ', ', e.g. "
+                "'background; cat; dog, puppy'."
+            )
+        classes.append(synonyms)
+    return classes
+
+
+def read_class_file(path) -> list[list[str]]:
+    """One class per line (line i = class index i), synonyms split by ", "; an empty line is an error."""
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    if not lines:
+        raise ValueError(
+            f"The class file {path} is empty; write one class per line (synonyms split by ', ')."
+        )
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise ValueError(
+                f"Line {number} of the class file {path} is empty: every line is one class (line i = class index "
+                "i - 1), so remove the empty line or give the class a name."
+            )
+    return parse_labels(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The segmenter
+
+
+@torch.no_grad()
+def encode_queries(
+    model, tokenizer, classes: Sequence[Sequence[str]], templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt-ensemble text embeddings of every synonym.
+
+    Returns:
+        `(Q, projection_dim)` L2-normalised query embeddings and `(Q,)` the class index of each query.
+    """
+    device = next(model.parameters()).device
+    max_length = model.config.text_config.max_position_embeddings
+    queries, owners = [], []
+    for class_index, synonyms in enumerate(classes):
+        for name in synonyms:
+            tokens = tokenizer(
+                [template.format(name) for template in templates],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            embeddings = model.get_text_features(
+                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+            ).pooler_output
+            embeddings = F.normalize(embeddings.float(), dim=-1).mean(dim=0)
+            queries.append(F.normalize(embeddings, dim=-1))
+            owners.append(class_index)
+    return torch.stack(queries), torch.tensor(owners, device=device)
+
+
+@dataclass
+class SegmentationResult:
+    """One image's prediction.
+
+    Attributes:
+        label_map: `(H, W)` int64, class index per pixel (0 where the top probability is below the threshold).
+        class_probabilities: `(C, H, W)` float32, per class the max over its synonyms of the query softmax.
+    """
+
+    label_map: torch.Tensor
+    class_probabilities: torch.Tensor
+
+
+class OpenVocabularySegmenter:
+    """Zero-shot semantic segmentation with a CLIP's text-aligned dense features (see the module docstring).
+
+    Args:
+        model: a `PhregCLIPModel` (student or 0-register base) or a stock `CLIPModel`.
+        tokenizer: the model's CLIP tokenizer.
+        image_mean, image_std: the image processor's normalization (3 values each).
+        classes: class names with synonyms, e.g. `parse_labels("background; cat; dog, puppy")`.
+        mode: "maskclip" (the value path: a student's distilled dense output, MaskCLIP for a base) or "naclip".
+        logit_scale: softmax temperature on cosine logits (reference: 40).
+        prob_threshold: pixels whose top class probability is below it go to class 0 (reference: 0.0; VOC21 0.1).
+        short_side: resize so the short side has this many pixels first (None: keep the size).
+        crop_size, stride: sliding window in pixels (None crop: one pass over the whole image).
+        batch_size: crops per forward pass.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        classes: Sequence[Sequence[str]],
+        *,
+        mode: str = "maskclip",
+        templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
+        logit_scale: float = DEFAULT_LOGIT_SCALE,
+        prob_threshold: float = 0.0,
+        short_side: int | None = DEFAULT_SHORT_SIDE,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        stride: int = DEFAULT_STRIDE,
+        batch_size: int = 8,
+    ):
+        if mode not in DENSE_MODES:
+            raise ValueError(f"mode must be one of {DENSE_MODES}, got {mode!r}.")
+        if not classes:
+            raise ValueError("No class names given: pass at least one, e.g. 'background; cat; dog, puppy'.")
+        for name, value in (("short_side", short_side), ("crop_size", crop_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}.")
+        if stride < 1 or batch_size < 1:
+            raise ValueError(f"stride ({stride}) and batch_size ({batch_size}) must be >= 1.")
+        self.model = as_phreg_clip(model).eval()
+        self.classes = [list(synonyms) for synonyms in classes]
+        self.mode = mode
+        self.logit_scale = float(logit_scale)
+        self.prob_threshold = float(prob_threshold)
+        self.short_side, self.crop_size, self.stride, self.batch_size = (
+            short_side,
+            crop_size,
+            stride,
+            batch_size,
+        )
+        self.patch_size = self.model.vision_model.patch_size
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self.mean = torch.tensor(list(image_mean), dtype=torch.float32, device=self.device).view(3, 1, 1)
+        self.std = torch.tensor(list(image_std), dtype=torch.float32, device=self.device).view(3, 1, 1)
+        self.queries, self.query_classes = encode_queries(self.model, tokenizer, self.classes, templates)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def prepare(self, image) -> tuple[torch.Tensor, tuple[int, int]]:
+        """PIL image / `(H, W, 3)` uint8 array -> `(3, H', W')` normalized float32 (short side resized), and the
+        original `(H, W)`."""
+        if isinstance(image, Image.Image):
+            image = image.convert("RGB")
+        array = np.array(image)  # a writable copy for torch
+        if array.ndim != 3 or array.shape[-1] != 3:
+            raise ValueError(f"Expected an RGB image (H, W, 3), got an array of shape {array.shape}.")
+        pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float() / 255.0
+        height, width = pixels.shape[-2:]
+        if self.short_side is not None and min(height, width) != self.short_side:
+            scale = self.short_side / min(height, width)
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            pixels = F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False)[0]
+        return (pixels - self.mean) / self.std, (height, width)
+
+    def _crop_logits(self, crops: torch.Tensor) -> torch.Tensor:
+        """`(n, 3, h, w)` crops -> `(n, Q, h, w)` cosine logits (crops padded to a multiple of the patch size)."""
+        height, width = crops.shape[-2:]
+        p = self.patch_size
+        pad_h, pad_w = (-height) % p, (-width) % p
+        padded = F.pad(crops, (0, pad_w, 0, pad_h)) if pad_h or pad_w else crops
+        grid = (padded.shape[-2] // p, padded.shape[-1] // p)
+        features = dense_features(self.model, padded.to(self.dtype), self.mode).float()  # (n, h*w, P)
+        logits = F.normalize(features, dim=-1) @ self.queries.T  # (n, h*w, Q)
+        logits = logits.transpose(1, 2).unflatten(2, grid)  # (n, Q, gh, gw)
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
+
+    @torch.no_grad()
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits: `(3, H, W)` normalized image -> `(Q, H, W)`, averaged where windows overlap."""
+        _, height, width = pixel_values.shape
+        if self.crop_size is None:
+            return self._crop_logits(pixel_values[None])[0]
+        crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
+        rows = max(height - crop_h + self.stride - 1, 0) // self.stride + 1
+        cols = max(width - crop_w + self.stride - 1, 0) // self.stride + 1
+        boxes = []
+        for row in range(rows):
+            for col in range(cols):
+                y2, x2 = min(row * self.stride + crop_h, height), min(col * self.stride + crop_w, width)
+                boxes.append((y2 - crop_h, x2 - crop_w, y2, x2))
+        total = pixel_values.new_zeros(len(self.queries), height, width)
+        counts = pixel_values.new_zeros(1, height, width)
+        for start in range(0, len(boxes), self.batch_size):
+            chunk = boxes[start : start + self.batch_size]
+            crops = torch.stack([pixel_values[:, y1:y2, x1:x2] for y1, x1, y2, x2 in chunk])
+            for (y1, x1, y2, x2), crop_logits in zip(chunk, self._crop_logits(crops), strict=True):
+                total[:, y1:y2, x1:x2] += crop_logits
+                counts[:, y1:y2, x1:x2] += 1
+        return total / counts
+
+    def classify(self, logits: torch.Tensor) -> SegmentationResult:
+        """`(Q, H, W)` logits -> label map and class probabilities (softmax, synonym max, threshold)."""
+        probabilities = torch.softmax(self.logit_scale * logits, dim=0)
+        index = self.query_classes.view(-1, 1, 1).expand_as(probabilities)
+        class_probabilities = probabilities.new_zeros(self.num_classes, *probabilities.shape[1:])
+        class_probabilities = class_probabilities.scatter_reduce(0, index, probabilities, reduce="amax")
+        top, label_map = class_probabilities.max(dim=0)
+        label_map[top < self.prob_threshold] = 0
+        return SegmentationResult(label_map=label_map.cpu(), class_probabilities=class_probabilities.cpu())
+
+    @torch.no_grad()
+    def predict(self, image) -> SegmentationResult:
+        """Segment one PIL image (or `(H, W, 3)` uint8 array) at its original size."""
+        pixel_values, original_size = self.prepare(image)
+        logits = self.logits(pixel_values)
+        if logits.shape[-2:] != original_size:
+            logits = F.interpolate(logits[None], size=original_size, mode="bilinear", align_corners=False)[0]
+        return self.classify(logits)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The transformers pipeline
+
+
+class PhregSegmentationPipeline(Pipeline):
+    """Open-vocabulary semantic segmentation: `pipe(image, candidate_labels="background; cat; dog, puppy")`.
+
+    Returns, like `image-segmentation` (subtask semantic), one dict per class present in the prediction:
+    `{"score": None, "label": first synonym, "mask": PIL "L" image (255 inside)}`. Options (call or constructor):
+    `candidate_labels` (required; a string with ';' / ', ' or a list), `mode` ("maskclip" / "naclip"),
+    `prob_threshold`, `logit_scale`, `short_side`, `crop_size`, `stride`.
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def _sanitize_parameters(self, **kwargs):
+        names = (
+            "candidate_labels",
+            "mode",
+            "prob_threshold",
+            "logit_scale",
+            "short_side",
+            "crop_size",
+            "stride",
+        )
+        unknown = set(kwargs) - set(names)
+        if unknown:
+            raise ValueError(f"Unknown options {sorted(unknown)}; this pipeline takes {list(names)}.")
+        return {}, {}, dict(kwargs)
+
+    def preprocess(self, image):
+        from transformers.image_utils import load_image
+
+        return {"image": load_image(image)}
+
+    def _forward(self, model_inputs):
+        return model_inputs
+
+    def _segmenter(self, options: dict) -> OpenVocabularySegmenter:
+        if options.get("candidate_labels") is None:
+            raise ValueError(
+                "Pass candidate_labels, e.g. pipe(image, candidate_labels='background; cat; dog, puppy')."
+            )
+        classes = parse_labels(options["candidate_labels"])
+        settings = {k: v for k, v in options.items() if k != "candidate_labels"}
+        key = (repr(classes), repr(sorted(settings.items())))
+        cached = getattr(self, "_cached_segmenter", None)
+        if cached is None or cached[0] != key:
+            segmenter = OpenVocabularySegmenter(
+                self.model,
+                self.tokenizer,
+                self.image_processor.image_mean,
+                self.image_processor.image_std,
+                classes,
+                **settings,
+            )
+            self._cached_segmenter = (key, segmenter)
+        return self._cached_segmenter[1]
+
+    def postprocess(self, model_outputs, **options):
+        segmenter = self._segmenter(options)
+        result = segmenter.predict(model_outputs["image"])
+        annotations = []
+        for class_index in result.label_map.unique().tolist():
+            mask = (result.label_map == class_index).numpy().astype(np.uint8) * 255
+            annotations.append(
+                {
+                    "score": None,
+                    "label": segmenter.classes[class_index][0],
+                    "mask": Image.fromarray(mask, "L"),
+                }
+            )
+        return annotations
+
+
+__all__ = [
+    "OPENAI_IMAGENET_TEMPLATES",
+    "PIPELINE_TASK",
+    "OpenVocabularySegmenter",
+    "PhregSegmentationPipeline",
+    "SegmentationResult",
+    "encode_queries",
+    "parse_labels",
+    "read_class_file",
+]
