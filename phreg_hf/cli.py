@@ -1,4 +1,4 @@
-"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`.
+"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`, `phreg probe`.
 
 Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
 `phreg push --help` and friends print the options of the subcommand.
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     ),
     "eval": ("phreg_hf.evaluation", "eval_main", "measure artifacts of base, denoised teacher and student"),
     "visualize": ("phreg_hf.visualization", "visualize_main", "write before/after PNGs (norms, PCA)"),
+    "probe": ("phreg_hf.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
 }
 
 
