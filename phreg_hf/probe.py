@@ -26,7 +26,7 @@ every step (no cache): a GPU job.
 
 Accelerate: bf16 autocast on GPUs that support it (`--mixed_precision`), any number of processes
 (`accelerate launch -m phreg_hf.cli probe ...`); with several processes each one trains on its own share of
-the crops (gradients averaged, BatchNorm synchronised) and evaluates its share of the images (sums reduced).
+the crops (gradients averaged, BatchNorm synchronised on GPUs) and evaluates its share of the images (sums reduced).
 """
 
 from __future__ import annotations
@@ -367,7 +367,12 @@ class LinearProbe:
         from accelerate import Accelerator
 
         self.args, self.data, self.patch_size = args, data, patch_size
-        self.accelerator = accelerator or Accelerator(mixed_precision=_mixed_precision(args.mixed_precision))
+        from .trainer import _multi_process_cpu_run
+
+        # cpu=True on CPU-only torchrun so that Accelerate forms a gloo group (see the trainer's helper).
+        self.accelerator = accelerator or Accelerator(
+            cpu=_multi_process_cpu_run(), mixed_precision=_mixed_precision(args.mixed_precision)
+        )
         self.crop_size = resolve_crop_size(args.crop_size, patch_size)
         self.stride = args.stride or max(1, round(self.crop_size * PAPER_STRIDE / PAPER_CROP_SIZE))
         short_side = self.crop_size if args.short_side is None else (args.short_side or None)
@@ -461,7 +466,8 @@ class LinearProbe:
 
         set_seed(args.seed)  # the same head initialisation for every model
         head = LinearProbeHead(feature_dim, self.out_channels)
-        if accelerator.num_processes > 1:
+        if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+            # mmsegmentation's SyncBN; torch implements it for GPUs only, so CPU processes keep local statistics.
             head = nn.SyncBatchNorm.convert_sync_batchnorm(head)
         optimizer = torch.optim.AdamW(
             head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay

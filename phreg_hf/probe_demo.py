@@ -22,7 +22,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from transformers import PreTrainedModel
+
+# What the probe demo plants in the distill demo's model (`synthetic.build_planted_artifact_model` arguments, plus
+# how many grid positions, drawn with `position_seed`). See the module docstring for why this dose.
+PROBE_DEMO_ARTIFACTS = dict(
+    num_positions=12, artifact_scale=150.0, artifact_channels=16, norm_weight_boost=4.0, position_seed=123
+)
+# Changes to examples/distill.py's demo settings for the probe demo (DistillArguments fields): none.
+PROBE_DEMO_DISTILL: dict = {}
+SYNTHETIC_DESCRIPTION = "synthetic planted-artifact dinov2 (random init, not pretrained)"
 
 NUM_SHAPE_CLASSES = 3
 # Tints of classes 1..3 (class 0 is the untouched photo).
@@ -89,22 +100,36 @@ def write_shapes_dataset(
     return images_dir, masks_dir
 
 
+def build_probe_demo_model(artifact_scale: float | None = None) -> PreTrainedModel:
+    """The probe demo's backbone: the distill demo's random-init DINOv2 (`trainer.DEMO_TEACHER_KWARGS`, same seed)
+    with `PROBE_DEMO_ARTIFACTS` planted. `artifact_scale=0` gives the same weights with nothing planted (the
+    "clean" row)."""
+    from .synthetic import build_planted_artifact_model
+    from .trainer import DEMO_TEACHER_KWARGS
+
+    settings = dict(PROBE_DEMO_ARTIFACTS)
+    grid = DEMO_TEACHER_KWARGS["image_size"] // DEMO_TEACHER_KWARGS["patch_size"]
+    generator = torch.Generator().manual_seed(settings.pop("position_seed"))
+    flat = torch.randperm(grid * grid, generator=generator)[: settings.pop("num_positions")].tolist()
+    if artifact_scale is not None:
+        settings["artifact_scale"] = artifact_scale
+    positions = [divmod(index, grid) for index in sorted(flat)]
+    return build_planted_artifact_model(**DEMO_TEACHER_KWARGS, artifact_positions=positions, **settings)
+
+
 def distill_demo_student(
     output_dir: str | Path,
+    base_model: PreTrainedModel,
     max_steps: int = 400,
     seed: int = 0,
-    log: bool = False,
-    base_model=None,
     **overrides,
-):
-    """Distill the planted-artifact demo model exactly as `examples/distill.py` does with no arguments (its
-    `DEMO_ARGUMENTS`, here with `max_steps` and `seed`); returns (base stock model, student, seconds)."""
-    import logging
-
-    from .trainer import DistillArguments, DistillTrainer, build_demo_teacher
+) -> tuple[PreTrainedModel, float]:
+    """Distill `base_model` with `examples/distill.py`'s demo settings (its `DEMO_ARGUMENTS`: sample photos,
+    cached targets, all four parts trained) changed by `overrides`; returns (student, seconds)."""
+    from .trainer import DistillArguments, DistillTrainer
 
     output_dir = Path(output_dir)
-    args = DistillArguments(
+    settings = dict(
         output_dir=str(output_dir),
         overwrite_output_dir=True,
         learning_rate=3e-3,
@@ -119,19 +144,15 @@ def distill_demo_student(
         num_preview_images=0,
         seed=seed,
     )
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    if not log:
-        logging.getLogger("phreg_hf.trainer").setLevel(logging.WARNING)
+    settings.update(overrides)
     start = time.perf_counter()
-    base = base_model if base_model is not None else build_demo_teacher()
-    trainer = DistillTrainer(args, base_model=base)
+    trainer = DistillTrainer(DistillArguments(**settings), base_model=base_model)
     trainer.train()
     student = trainer.accelerator.unwrap_model(trainer.student).eval()
-    return base, student, time.perf_counter() - start
+    return student, time.perf_counter() - start
 
 
-def demo_probe_arguments(images: Path, masks: Path, seed: int = 0, max_steps: int = 300, **overrides):
+def demo_probe_arguments(images: Path, masks: Path, seed: int = 0, max_steps: int = 1500, **overrides):
     """`ProbeArguments` of the demo: the paper's head, optimiser and poly decay at the tiny model's native
     112 px (crop = image = one window), no augmentation (so features are cached), `max_steps` steps."""
     from .probe import ProbeArguments
@@ -157,15 +178,17 @@ def demo_probe_arguments(images: Path, masks: Path, seed: int = 0, max_steps: in
 
 def run_probe_demo(
     work_dir: str | Path | None = None,
-    num_images: int = 48,
+    num_images: int = 72,
     distill_steps: int = 400,
-    probe_steps: int = 300,
+    probe_steps: int = 1500,
     seed: int = 0,
+    rows: tuple[str, ...] = ("clean", "base", "teacher", "student"),
     progress: bool = False,
 ) -> dict:
-    """Distill the demo student, then probe the raw model, the denoised teacher and the student on the
-    synthetic shapes set (2/3 train, 1/3 scored). Returns the probe report (`probe.build_report`) with
-    "distill_runtime_s" and "runtime_s" added."""
+    """Distill the demo student, then probe the models named in `rows` on the synthetic shapes set (2/3 train,
+    1/3 scored): "clean" (the same random weights, nothing planted), "base" (the planted-artifact model),
+    "teacher" (its denoised teacher, K = 10 views) and "student". `seed` draws the shapes, the distillation and
+    the probe. Returns the probe report (`probe.build_report`) with "distill_runtime_s" and "runtime_s"."""
     from .data import IMAGENET_MEAN, IMAGENET_STD
     from .modeling_phreg import student_from_base
     from .probe import LinearProbe, build_report, prepare_data
@@ -176,25 +199,32 @@ def run_probe_demo(
     work_dir = Path(tempfile.mkdtemp(prefix="phreg-probe-demo-") if owned else work_dir)
     try:
         images, masks = write_shapes_dataset(work_dir / "shapes", num_images, seed=seed)
-        base, student, distill_seconds = distill_demo_student(work_dir / "student", distill_steps, seed)
-        base_model = student_from_base(base, 0).float().eval()
+        models = {}
+        if "clean" in rows:
+            models["clean"] = student_from_base(build_probe_demo_model(artifact_scale=0.0), 0).float()
+        base = student_from_base(build_probe_demo_model(), 0).float()
+        if "base" in rows:
+            models["base"] = base
+        if "teacher" in rows:
+            fill = normalized_fill_value(IMAGENET_MEAN, IMAGENET_STD)
+            models["teacher"] = DenoisingTeacher(base, fill_value=fill, num_views=10)
+        distill_seconds = 0.0
+        if "student" in rows:
+            models["student"], distill_seconds = distill_demo_student(
+                work_dir / "student", build_probe_demo_model(), distill_steps, seed, **PROBE_DEMO_DISTILL
+            )
         args = demo_probe_arguments(images, masks, seed, probe_steps)
         data = prepare_data(args, IMAGENET_MEAN, IMAGENET_STD, progress=progress)
-        runner = LinearProbe(args, data, base_model.patch_size)
-        if not progress:
-            runner.show_progress = False
-        teacher = DenoisingTeacher(
-            student_from_base(base, 0).float(),
-            fill_value=normalized_fill_value(IMAGENET_MEAN, IMAGENET_STD),
-            num_views=args.num_views,
-        )
-        rows = runner.run({"base": base_model, "teacher": teacher, "student": student})
+        runner = LinearProbe(args, data, base.patch_size)
+        runner.show_progress = progress
+        report_rows = runner.run(models)
         return build_report(
             args,
             runner,
-            rows,
-            base_model="synthetic planted-artifact dinov2 (random init, not pretrained)",
-            student=f"distilled for {distill_steps} steps (examples/distill.py demo settings)",
+            report_rows,
+            base_model=SYNTHETIC_DESCRIPTION,
+            student=f"PH-Reg student, {distill_steps} steps with examples/distill.py's demo settings"
+            + (f" changed by {PROBE_DEMO_DISTILL}" if PROBE_DEMO_DISTILL else ""),
             distill_runtime_s=round(distill_seconds, 2),
             runtime_s=round(time.perf_counter() - start, 2),
         )
