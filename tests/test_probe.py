@@ -247,3 +247,29 @@ def test_missing_label_rgb_mask_and_wrong_label_option_are_refused(tmp_path, sha
         probe_data.load_sources(args)
     with pytest.raises(ValueError, match="--crop_size 48 or 56"):
         LinearProbe(ProbeArguments(task="segmentation", crop_size=50), None, patch_size=8)
+
+
+def test_hub_dataset_columns_are_found_and_read_lazily(monkeypatch, shapes):
+    import datasets
+
+    images, masks = shapes
+    table = (
+        datasets.Dataset.from_dict(
+            {
+                "image": [str(p) for p in sorted(images.iterdir())],
+                "annotation": [str(p) for p in sorted(masks.iterdir())],
+            }
+        )
+        .cast_column("image", datasets.Image())
+        .cast_column("annotation", datasets.Image())
+    )
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: table)
+    args = ProbeArguments(task="segmentation", dataset_name="org/shapes", eval_split="")
+    train, evaluation = probe_data.load_sources(args)
+    assert len(train) + len(evaluation) == 8 and len(evaluation) == 2
+    data = prepare_data(args, (0.5,) * 3, (0.25,) * 3, progress=False)
+    assert data.num_classes == 4
+    pixels, label = probe_data.load_eval_pair(data.eval, 0, data.labels, None, (0.5,) * 3, (0.25,) * 3)
+    assert pixels.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and label.shape == (IMAGE_SIZE, IMAGE_SIZE)
+    with pytest.raises(ValueError, match="Pass --label_column"):
+        probe_data.hub_pairs("org/shapes", None, "train", "depth")
