@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from . import probe_data
 from .probe_data import IGNORE_INDEX, Augmentation, LabelSettings, ProbeData, prepare_data
 
-REPORT_MODEL_ORDER = ("base", "teacher", "student")
+REPORT_MODEL_ORDER = ("clean", "base", "teacher", "student")  # "clean": the probe demo's control row
 # (metric key, column label, higher is better) per task; the first is the headline metric.
 TASK_METRICS = {
     "segmentation": (("mIoU", "mIoU", True), ("pixel_accuracy", "pixel acc", True)),
@@ -294,9 +294,8 @@ def segmentation_scores(confusion: torch.Tensor) -> dict:
     confusion = confusion.double()
     intersection = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - intersection
-    iou = (
-        intersection / union
-    )  # NaN where union == 0: the class was never seen, so it is left out of the mean
+    # NaN where union == 0: a class neither labelled nor predicted is left out of the mean (mmsegmentation's rule).
+    iou = intersection / union
     present = union > 0
     return {
         "mIoU": float(iou[present].mean()) if present.any() else float("nan"),

@@ -215,6 +215,8 @@ def run_probe_demo(
             )
         args = demo_probe_arguments(images, masks, seed, probe_steps)
         data = prepare_data(args, IMAGENET_MEAN, IMAGENET_STD, progress=progress)
+        data.train.description = f"synthetic shapes on scikit-image photos (seed {seed})"
+        data.eval.description = f"{len(data.eval)} held-out synthetic shapes images"
         runner = LinearProbe(args, data, base.patch_size)
         runner.show_progress = progress
         report_rows = runner.run(models)
