@@ -290,7 +290,7 @@ def confusion_matrix(
 
 def segmentation_scores(confusion: torch.Tensor) -> dict:
     """mIoU (mean over classes present in the labels or the predictions), per-class IoU (None where a class is
-    in neither) and pixel accuracy, from a `(K, K)` confusion matrix."""
+    in neither), pixel accuracy and the number of scored pixels, from a `(K, K)` confusion matrix."""
     confusion = confusion.double()
     intersection = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - intersection
@@ -300,6 +300,7 @@ def segmentation_scores(confusion: torch.Tensor) -> dict:
     return {
         "mIoU": float(iou[present].mean()) if present.any() else float("nan"),
         "pixel_accuracy": float(intersection.sum() / confusion.sum().clamp(min=1)),
+        "scored_pixels": int(confusion.sum()),
         "per_class_iou": [
             float(v) if ok else None for v, ok in zip(iou.tolist(), present.tolist(), strict=True)
         ],
@@ -363,15 +364,8 @@ class LinearProbe:
     """
 
     def __init__(self, args: ProbeArguments, data: ProbeData, patch_size: int, accelerator=None):
-        from accelerate import Accelerator
-
         self.args, self.data, self.patch_size = args, data, patch_size
-        from .trainer import _multi_process_cpu_run
-
-        # cpu=True on CPU-only torchrun so that Accelerate forms a gloo group (see the trainer's helper).
-        self.accelerator = accelerator or Accelerator(
-            cpu=_multi_process_cpu_run(), mixed_precision=_mixed_precision(args.mixed_precision)
-        )
+        self.accelerator = accelerator or make_accelerator(args.mixed_precision)
         self.crop_size = resolve_crop_size(args.crop_size, patch_size)
         self.stride = args.stride or max(1, round(self.crop_size * PAPER_STRIDE / PAPER_CROP_SIZE))
         short_side = self.crop_size if args.short_side is None else (args.short_side or None)
@@ -603,10 +597,16 @@ def resolve_crop_size(crop_size: int | None, patch_size: int) -> int:
     return crop_size
 
 
-def _mixed_precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+def make_accelerator(mixed_precision: str = "auto"):
+    """An `accelerate.Accelerator` for probing: "auto" precision is bf16 on GPUs that support it, else fp32."""
+    from accelerate import Accelerator
+
+    from .trainer import _multi_process_cpu_run
+
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    # cpu=True on CPU-only torchrun so that Accelerate forms a gloo group (see the trainer's helper).
+    return Accelerator(cpu=_multi_process_cpu_run(), mixed_precision=mixed_precision)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -681,7 +681,7 @@ def _json_default(value):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
-def load_models(args: ProbeArguments, accelerator=None) -> tuple[dict[str, nn.Module], tuple, tuple]:
+def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tuple]:
     """Base (as a 0-register PH-Reg model), optionally its denoised teacher, and the student; plus the image
     mean / std (the student's processor, else the base's)."""
     from transformers import AutoModel
@@ -716,9 +716,10 @@ def probe(args: ProbeArguments) -> dict:
     start = time.perf_counter()
     if args.out and Path(args.out).exists() and Path(args.out).suffix.lower() != ".json":
         raise ValueError(f"--out {args.out} exists and is not a .json file; pass another path.")
+    accelerator = make_accelerator(args.mixed_precision)
     models, mean, std = load_models(args)
-    data = prepare_data(args, mean, std)
-    probe_runner = LinearProbe(args, data, _patch_size(models["student"]))
+    data = prepare_data(args, mean, std, progress=accelerator.is_local_main_process)
+    probe_runner = LinearProbe(args, data, _patch_size(models["student"]), accelerator)
     rows = probe_runner.run(models)
     report = build_report(
         args,
@@ -752,9 +753,12 @@ def probe_main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"phreg probe: error: {error}", file=sys.stderr)
         return 2
-    print(format_probe_table(report))
-    if args.out:
-        print(f"Wrote {args.out}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one table, however many processes
+        print(format_probe_table(report))
+        if args.out:
+            print(f"Wrote {args.out}")
     return 0
 
 

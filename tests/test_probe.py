@@ -51,7 +51,7 @@ def test_miou_matches_a_hand_computed_example():
     assert scores["per_class_iou"][:3] == pytest.approx([1 / 3, 1 / 2, 1 / 3])
     assert scores["per_class_iou"][3] is None
     assert scores["mIoU"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)
-    assert scores["pixel_accuracy"] == pytest.approx(4 / 7)
+    assert scores["pixel_accuracy"] == pytest.approx(4 / 7) and scores["scored_pixels"] == 7
 
 
 def test_confusion_matrix_names_the_fix_for_a_class_past_num_classes():
@@ -273,3 +273,35 @@ def test_hub_dataset_columns_are_found_and_read_lazily(monkeypatch, shapes):
     assert pixels.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and label.shape == (IMAGE_SIZE, IMAGE_SIZE)
     with pytest.raises(ValueError, match="Pass --label_column"):
         probe_data.hub_pairs("org/shapes", None, "train", "depth")
+
+
+@pytest.mark.slow
+def test_two_processes_print_one_table_and_score_every_image(tiny_models, shapes, tmp_path):
+    """`torchrun --nproc_per_node 2` on CPUs: each process caches and trains on its share of the crops and
+    scores its share of the images; the sums are reduced, so the scores cover all images, printed once."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base, student = tiny_models
+    images, masks = shapes
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "probe.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "phreg_hf.cli", "probe", "--task", "segmentation", "--base", str(base), "--student", str(student),
+         "--images", str(images), "--masks", str(masks), "--crop_size", "48", "--max_steps", "3",
+         "--feature_cache", "on", "--cached_copies", "2", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("vs base") == 1
+    report = json.loads(out.read_text())
+    assert report["num_processes"] == 2
+    for row in report["rows"].values():  # each held-out pixel scored exactly once across the two processes
+        assert row["scored_pixels"] == report["num_eval_pairs"] * IMAGE_SIZE * IMAGE_SIZE
