@@ -7,11 +7,18 @@ No labelled dense dataset and no pretrained weights can be downloaded here, so b
   pixel got (0 = untouched photo). The tints are blended over the photo (its texture shows through), so the
   answer at every pixel lies in the pixel's own patch: a linear probe on any feature that keeps local
   content can read it, and what it cannot read at a fixed grid position is what an artifact erased there.
-- the backbone: the demo's planted-artifact DINOv2 (`synthetic.py`, random init, not pretrained), whose
-  position-locked artifacts drown the content of three patch positions in every image.
+- the backbone (`build_probe_demo_model`): the distill demo's random-init DINOv2 (`synthetic.py`, not
+  pretrained) with a stronger dose of position-locked artifacts (`PROBE_DEMO_ARTIFACTS`): one vector on 16
+  channels, 150x the typical position-embedding norm (about 6x a patch embedding's), at 12 of the 64 grid
+  positions. Why this dose: a linear head can project out a single fixed offset direction, so the distill
+  demo's own dose (3 positions, 30x, 4 channels), plain to the label-free measures, costs the probe nothing
+  measurable; at 150x the content of those patches is squeezed by every LayerNorm and the probe loses 4-6
+  mIoU (README, "Offline demonstration"). Real ViTs' artifacts replace local content with global information,
+  which no linear head can undo; this is the synthetic stand-in for that loss.
 
-`run_probe_demo` distills a student from it exactly as `examples/distill.py` does, then probes the raw model,
-its denoised teacher and the student with the same heads, crops and seed (`probe.LinearProbe`).
+`run_probe_demo` distills a student from it with `examples/distill.py`'s demo settings (no labels), then probes
+the clean model (same weights, nothing planted), the planted one, its denoised teacher and the student with the
+same head initialisation, crops and seed (`probe.LinearProbe`).
 """
 
 from __future__ import annotations
