@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`, `phreg segment`, `phreg eval-segmentation`.
+"""The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`, `phreg segment`, `phreg eval-segmentation`,
+`phreg probe`.
 
 Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
 `phreg push --help` and friends print the options of the subcommand.
@@ -41,6 +42,7 @@ SUBCOMMANDS = {
         "eval_segmentation_main",
         "mIoU of base CLIP (MaskCLIP, NACLIP) vs a CLIP student",
     ),
+    "probe": ("phreg_hf.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
 }
 
 

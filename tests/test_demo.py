@@ -54,7 +54,17 @@ def test_with_a_teacher_every_default_is_the_reference_one(tmp_path):
     reference = DistillArguments(teacher="t", train_dir=str(tmp_path), output_dir="o")
     for name in [*DEMO_DEFAULTS, "teacher_cache"]:
         assert getattr(args, name) == getattr(reference, name), name
-    assert args.teacher_cache is None and args.learning_rate == 1e-4
+    assert args.teacher_cache is None
+    # Batch and learning rates depend on the model (CLIP dense runs have their own); the trainer fills them.
+    args.resolve_defaults(clip_dense=False)
+    assert (args.per_device_train_batch_size, args.learning_rate, args.final_learning_rate) == (8, 1e-4, 5e-6)
+    args.learning_rate = args.final_learning_rate = args.per_device_train_batch_size = None
+    args.resolve_defaults(clip_dense=True)
+    assert (args.per_device_train_batch_size, args.learning_rate, args.final_learning_rate) == (
+        16,
+        3e-4,
+        1e-5,
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Offline demonstration: planted artifacts hurt a linear-probe segmentation, and PH-Reg recovers it.
+
+    python examples/probe_demo.py                  # ~2 min on 2 CPU cores, no network
+    python examples/probe_demo.py --seeds 0 1 2    # one table per seed, then the student's margin per seed
+
+SYNTHETIC on both sides (see `phreg_hf/probe_demo.py`): a random-init DINOv2 with planted position-locked
+artifacts (not a pretrained model), and a labelled set of scikit-image sample photos with drawn tinted shapes.
+Rows: "clean" (the same weights, nothing planted), "base" (planted), "teacher" (its denoised teacher) and
+"student" (PH-Reg distilled from it); all probed with the same head initialisation, crops and steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from phreg_hf.probe import format_probe_table, write_report
+from phreg_hf.probe_demo import run_probe_demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="Seeds (shapes, distillation, probe)."
+    )
+    parser.add_argument("--num_images", type=int, default=72, help="Labelled images (2/3 train, 1/3 scored).")
+    parser.add_argument("--distill_steps", type=int, default=400, help="Distillation steps of the student.")
+    parser.add_argument("--probe_steps", type=int, default=1500, help="Training steps of each linear head.")
+    parser.add_argument("--out", default=None, help="Write the last seed's report as JSON here.")
+    args = parser.parse_args(argv)
+    margins = []
+    for seed in args.seeds:
+        report = run_probe_demo(
+            num_images=args.num_images,
+            distill_steps=args.distill_steps,
+            probe_steps=args.probe_steps,
+            seed=seed,
+            progress=True,
+        )
+        print(f"\nseed {seed}:")
+        print(format_probe_table(report))
+        rows = report["rows"]
+        margins.append(rows["student"]["mIoU"] - rows["base"]["mIoU"])
+        print(
+            f"runtime {report['runtime_s']:.0f} s (distillation {report['distill_runtime_s']:.0f} s; probes: "
+            + ", ".join(f"{name} {row['runtime_s']:.0f} s" for name, row in rows.items())
+            + ")"
+        )
+        if args.out:
+            write_report(args.out, report)
+    if len(margins) > 1:
+        print("\nstudent - base mIoU per seed: " + ", ".join(f"{100 * m:+.2f}" for m in margins))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
