@@ -43,6 +43,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+from accelerate.logging import get_logger
+
+logger = get_logger(__name__)
+
 CHECKPOINT_PREFIX = "checkpoint-"
 MANIFEST_FILE = "phreg_checkpoint.json"
 MANIFEST_FORMAT = 1
@@ -186,8 +190,91 @@ def verify_checkpoint(folder: str | os.PathLike, run_fingerprint: dict) -> dict:
     return state
 
 
+class CheckpointingMixin:
+    """Checkpoint methods of `trainer.DistillTrainer`: the run's fingerprint, save, verified resume."""
+
+    def run_fingerprint(self) -> dict:
+        """What a checkpoint of this run must have been trained with to be resumed (see checkpointing.py)."""
+        args = self.args
+        return {
+            "teacher": self.teacher_hash,
+            "base_model": self.base_model_id,
+            "resolution": self.resolution,
+            "num_register_tokens": args.num_register_tokens,
+            "num_views": args.num_views,
+            "shift_frac": args.shift_frac,
+            "flip_prob": args.flip_prob,
+            "fill_value": args.fill_value,
+            "trainable_parts": args.enabled_parts(),
+            "mse_scale": args.mse_scale,
+            "seed": args.seed,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "num_processes": self.accelerator.num_processes,
+            "dataset": self.dataset_identity,
+            "teacher_cache": args.teacher_cache is not None,  # fixed crops and views per image, or not
+        }
+
+    def _resume(self) -> None:
+        args, accelerator = self.args, self.accelerator
+        if args.resume_from_checkpoint is None:
+            return
+        if args.resume_from_checkpoint == "latest":
+            checkpoints = list_checkpoints(self.output_dir)
+            if not checkpoints:
+                logger.warning(
+                    f"--resume_from_checkpoint latest: no checkpoint in {self.output_dir}; starting anew."
+                )
+                return
+            path = checkpoints[-1]
+        else:
+            path = Path(args.resume_from_checkpoint)
+        # Checked before anything is loaded: the files are exactly those saved, by a run with these settings.
+        saved_state = verify_checkpoint(path, json.loads(json.dumps(self.run_fingerprint(), default=str)))
+        try:
+            accelerator.load_state(str(path))
+        except Exception as error:  # noqa: BLE001 - name the checkpoint whatever torch/accelerate raised
+            raise ValueError(
+                f"Could not load the checkpoint {path}: {type(error).__name__}: {error}. Resume from another "
+                "checkpoint, or start anew."
+            ) from error
+        self.state.load_state_dict(saved_state)
+        logger.info(
+            f"Resumed from {path}: step {self.state.global_step}, epoch {self.state.epoch}, "
+            f"{self.state.batches_in_epoch} micro-batches into it."
+        )
+
+    def save_checkpoint(self) -> Path:
+        """`save_state` into output_dir/checkpoint-STEP plus our manifest, atomically (written under a temporary
+        name, completed by the manifest, then renamed)."""
+        accelerator = self.accelerator
+        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        tmp = self.output_dir / f"{final.name}.tmp"
+        if self.teacher_cache is not None:
+            self.teacher_cache.flush()
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            fingerprint = json.loads(json.dumps(self.run_fingerprint(), default=str))
+            write_manifest(tmp, fingerprint, self.state.state_dict())
+            if final.exists():
+                remove_tree(final)
+            os.replace(tmp, final)
+            limit = self.args.checkpoints_total_limit
+            if limit is not None:
+                for old in list_checkpoints(self.output_dir)[:-limit]:
+                    remove_tree(old)
+            logger.info(f"Saved checkpoint {final}")
+        accelerator.wait_for_everyone()
+        return final
+
+
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "CheckpointingMixin",
     "MANIFEST_FILE",
     "clean_leftovers",
     "list_checkpoints",

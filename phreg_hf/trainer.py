@@ -13,6 +13,10 @@
 # limitations under the License.
 """PH-Reg distillation: `DistillArguments` (parsed with `HfArgumentParser`) and `DistillTrainer` (Accelerate).
 
+`DistillTrainer` is split by concern: this file sets up the models and runs the loop; `training_data.py` (the
+images), `checkpointing.py` (resumable checkpoints) and `training_outputs.py` (final measures and saved files)
+hold the rest as mixins, and `training_args.py` the options.
+
 The student (the base model plus registers, see `modeling_phreg.py`) learns to reproduce, on each training
 image, the *denoised* patch features of the frozen base model (`teacher.py`): the average of the base model's
 features over K shifted / flipped views, which keeps the image content and washes out position-locked
@@ -45,13 +49,9 @@ Steps, epochs and the learning rate (METHOD.md: AdamW, exponential decay per epo
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
-import json
 import math
 import os
-import platform
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -62,29 +62,24 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
-from . import clip_training, constants
+from . import clip_training
 from .checkpointing import (
-    CHECKPOINT_PREFIX,
+    CheckpointingMixin,
     clean_leftovers,
     list_checkpoints,
     remove_tree,
-    verify_checkpoint,
-    write_manifest,
 )
 from .demo import (
-    DEMO_BASE_DIR,
-    DEMO_TILES,
     SYNTHETIC_BASE_NAME,
     build_demo_image_processor,
     build_demo_teacher,
     write_demo_images,
 )
 from .modeling_phreg import student_class_for, student_from_base
-from .run_files import atomic_write_json, commit_staged_outputs, new_staging_folder, run_output_names
+from .run_files import run_output_names
 from .teacher_cache import (
     STORAGE_DTYPES,
     TeacherTargetCache,
@@ -93,6 +88,8 @@ from .teacher_cache import (
     hash_model,
 )
 from .training_args import DistillArguments
+from .training_data import TrainingDataMixin
+from .training_outputs import TrainingOutputsMixin
 
 logger = get_logger(__name__)
 
@@ -205,7 +202,7 @@ def distillation_loss(
     return (1.0 - cosine) + mse_scale * mse, cosine, mse
 
 
-class DistillTrainer:
+class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin):
     """The PH-Reg distillation loop on `accelerate.Accelerator`.
 
     Args:
@@ -459,66 +456,6 @@ class DistillTrainer:
             max_views_per_forward=args.max_views_per_forward,
         )
 
-    def _build_data(self) -> None:
-        from . import data
-
-        args, accelerator = self.args, self.accelerator
-        self.demo_images_note = None
-        train_dir, eval_dir = args.train_dir, args.eval_images
-        if args.is_demo and args.train_dir is None and args.dataset_name is None:
-            train_dir, eval_dir = self._write_demo_images(eval_dir)
-        self.train_dir = train_dir
-        self.eval_dir = eval_dir
-        with accelerator.main_process_first():
-            self.train_dataset = data.load_image_dataset(
-                train_dir=train_dir,
-                dataset_name=args.dataset_name,
-                dataset_config=args.dataset_config,
-                image_column=args.image_column,
-                split=args.dataset_split,
-                streaming=args.streaming,
-            )
-        transform = data.ImageTransform.from_image_processor(
-            self.image_processor, self.resolution, random_crop=True
-        )
-        self.image_mean, self.image_std = list(transform.image_mean), list(transform.image_std)
-        self.distill_dataset = self._wrap_dataset(self.train_dataset, transform)
-        self.num_train_images = None if args.streaming else len(self.train_dataset)
-        self.train_dataloader = DataLoader(
-            self.distill_dataset,
-            batch_size=args.per_device_train_batch_size,
-            shuffle=not args.streaming,
-            collate_fn=data.collate_skipping_corrupt,
-            num_workers=args.dataloader_num_workers,
-            # Keep every image: a short last batch still trains (with 8 images per batch and few images, dropping
-            # it would waste a large share of a small dataset).
-            drop_last=False,
-        )
-
-    def _wrap_dataset(self, dataset, transform):
-        from . import data
-
-        args = self.args
-        # With a teacher cache each image keeps one crop for the whole run (the one its target was computed on).
-        crop_seed_fn = functools.partial(crop_seed_for, args.seed) if args.teacher_cache else None
-        dataset_class = data.IterableDistillImageDataset if args.streaming else data.DistillImageDataset
-        return dataset_class(
-            dataset, transform, image_column=args.image_column, seed=args.seed, crop_seed_fn=crop_seed_fn
-        )
-
-    def _write_demo_images(self, eval_dir):
-        """The demo's images (see `write_demo_images`), written by the main process into output_dir."""
-        root = self.output_dir / "demo_images"
-        if self.accelerator.is_main_process:
-            write_demo_images(root)
-        self.accelerator.wait_for_everyone()
-        train_dir, heldout_dir = root / "train", root / "heldout"
-        self.demo_images_note = (
-            f"scikit-image's sample photos: {len(os.listdir(train_dir))} train, the other "
-            f"{len(os.listdir(heldout_dir)) // DEMO_TILES**2} held out as {len(os.listdir(heldout_dir))} tiles"
-        )
-        return str(train_dir), (eval_dir if eval_dir is not None else str(heldout_dir))
-
     def _build_optimization(self) -> None:
         args, accelerator = self.args, self.accelerator
         trainable = [p for p in self.student.parameters() if p.requires_grad]
@@ -550,57 +487,6 @@ class DistillTrainer:
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self.lr_schedule)
         self.lr_scheduler = accelerator.prepare(scheduler)
-
-    def _dataset_identity(self) -> dict:
-        """What identifies the training images (for the teacher cache and checkpoints): a folder by the bytes of
-        its files, a Hub dataset by name, split and datasets' fingerprint (which follows its data files)."""
-        from .data import folder_content_hash
-
-        args = self.args
-        if self.train_dir is not None:
-            return {
-                "train_dir": str(Path(self.train_dir).resolve()),
-                "num_images": self.num_train_images,
-                "content_sha256": folder_content_hash(self.train_dir),
-            }
-        identity = {
-            "dataset_name": args.dataset_name,
-            "dataset_config": args.dataset_config,
-            "split": args.dataset_split,
-            "image_column": args.image_column,
-        }
-        if not args.streaming:
-            identity["num_images"] = self.num_train_images
-            identity["fingerprint"] = getattr(self.train_dataset, "_fingerprint", None)
-        return identity
-
-    def _check_training_images(self, max_streamed: int = 1000) -> None:
-        """Raise before the first step when no training image can be read (else every step would be skipped
-        and an untrained model saved). Stops at the first readable image, so a sound set costs one decode."""
-        from .data import UNREADABLE_IMAGE_ERRORS, open_image, unreadable_reason
-
-        args = self.args
-        source = self.train_dir or args.dataset_name
-        examples = iter(self.train_dataset)
-        reasons = []
-        for count, example in enumerate(examples):
-            if args.streaming and count >= max_streamed:
-                raise ValueError(
-                    f"The first {max_streamed} images of {source} are all unreadable (e.g. {reasons[0]}); check "
-                    "--image_column and the data."
-                )
-            value = example[args.image_column]
-            try:
-                open_image(value)
-                return
-            except UNREADABLE_IMAGE_ERRORS as error:
-                reasons.append(unreadable_reason(value, error))
-        raise ValueError(
-            f"None of the {len(reasons)} training images in {source} can be read, so nothing would train:\n  "
-            + "\n  ".join(reasons[:5])
-            + ("\n  ..." if len(reasons) > 5 else "")
-            + "\nPass a folder or dataset of readable images (JPEG, PNG, WebP, ...)."
-        )
 
     def _open_teacher_cache(self) -> None:
         args, accelerator = self.args, self.accelerator
@@ -678,84 +564,6 @@ class DistillTrainer:
 
     # ----------------------------------------------------------------------------------------------------------
     # Training
-    def run_fingerprint(self) -> dict:
-        """What a checkpoint of this run must have been trained with to be resumed (see checkpointing.py)."""
-        args = self.args
-        return {
-            "teacher": self.teacher_hash,
-            "base_model": self.base_model_id,
-            "resolution": self.resolution,
-            "num_register_tokens": args.num_register_tokens,
-            "num_views": args.num_views,
-            "shift_frac": args.shift_frac,
-            "flip_prob": args.flip_prob,
-            "fill_value": args.fill_value,
-            "trainable_parts": args.enabled_parts(),
-            "mse_scale": args.mse_scale,
-            "seed": args.seed,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "num_processes": self.accelerator.num_processes,
-            "dataset": self.dataset_identity,
-            "teacher_cache": args.teacher_cache is not None,  # fixed crops and views per image, or not
-        }
-
-    def _resume(self) -> None:
-        args, accelerator = self.args, self.accelerator
-        if args.resume_from_checkpoint is None:
-            return
-        if args.resume_from_checkpoint == "latest":
-            checkpoints = list_checkpoints(self.output_dir)
-            if not checkpoints:
-                logger.warning(
-                    f"--resume_from_checkpoint latest: no checkpoint in {self.output_dir}; starting anew."
-                )
-                return
-            path = checkpoints[-1]
-        else:
-            path = Path(args.resume_from_checkpoint)
-        # Checked before anything is loaded: the files are exactly those saved, by a run with these settings.
-        saved_state = verify_checkpoint(path, json.loads(json.dumps(self.run_fingerprint(), default=str)))
-        try:
-            accelerator.load_state(str(path))
-        except Exception as error:  # noqa: BLE001 - name the checkpoint whatever torch/accelerate raised
-            raise ValueError(
-                f"Could not load the checkpoint {path}: {type(error).__name__}: {error}. Resume from another "
-                "checkpoint, or start anew."
-            ) from error
-        self.state.load_state_dict(saved_state)
-        logger.info(
-            f"Resumed from {path}: step {self.state.global_step}, epoch {self.state.epoch}, "
-            f"{self.state.batches_in_epoch} micro-batches into it."
-        )
-
-    def save_checkpoint(self) -> Path:
-        """`save_state` into output_dir/checkpoint-STEP plus our manifest, atomically (written under a temporary
-        name, completed by the manifest, then renamed)."""
-        accelerator = self.accelerator
-        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-        tmp = self.output_dir / f"{final.name}.tmp"
-        if self.teacher_cache is not None:
-            self.teacher_cache.flush()
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            fingerprint = json.loads(json.dumps(self.run_fingerprint(), default=str))
-            write_manifest(tmp, fingerprint, self.state.state_dict())
-            if final.exists():
-                remove_tree(final)
-            os.replace(tmp, final)
-            limit = self.args.checkpoints_total_limit
-            if limit is not None:
-                for old in list_checkpoints(self.output_dir)[:-limit]:
-                    remove_tree(old)
-            logger.info(f"Saved checkpoint {final}")
-        accelerator.wait_for_everyone()
-        return final
-
     def _micro_step(self, batch) -> torch.Tensor:
         """Forward one micro-batch; returns the per-process stats to be summed over processes.
 
@@ -987,251 +795,3 @@ class DistillTrainer:
         logger.info(
             f"step {state.global_step}: " + ", ".join(f"{k.split('/')[1]}={v:.5g}" for k, v in logs.items())
         )
-
-    # ----------------------------------------------------------------------------------------------------------
-    # Final measures and outputs
-    def _eval_pixel_values(self) -> tuple[torch.Tensor, list[int], str]:
-        """Center-cropped held-out images `(n, 3, R, R)`, their indices, and a description of them."""
-        from . import data
-
-        args = self.args
-        transform = data.ImageTransform.from_image_processor(
-            self.image_processor, self.resolution, random_crop=False
-        )
-        if self.eval_dir is not None:
-            from .evaluation import load_images  # the folder reader of `phreg eval`
-
-            loaded = load_images(self.eval_dir, transform, args.num_eval_images, option="--eval_images")
-            self.eval_image_names = loaded.names  # previews are named after them
-            count = len(loaded.indices)
-            if self.demo_images_note is not None and args.eval_images is None:
-                description = (
-                    f"{count} held-out images in {self.eval_dir}, center-cropped ({self.demo_images_note})"
-                )
-            else:
-                description = f"{count} held-out images from {self.eval_dir}, center-cropped"
-            return loaded.pixel_values, loaded.indices, description
-
-        dataset_class = data.IterableDistillImageDataset if args.streaming else data.DistillImageDataset
-        dataset = dataset_class(self.train_dataset, transform, image_column=args.image_column)
-        items = []
-        iterator = iter(dataset) if args.streaming else (dataset[i] for i in range(len(dataset)))
-        for item in iterator:
-            if "unreadable" not in item:
-                items.append(item)
-            if len(items) >= args.num_eval_images:
-                break
-        if not items:
-            raise ValueError("No readable image for the final measures in the training set.")
-        self.eval_image_names = [f"train_{int(item['index']):05d}" for item in items]
-        description = (
-            f"{len(items)} of the training images, center-cropped (no held-out images were given, so these "
-            "measures are not held out; pass --eval_images FOLDER for held-out ones)"
-        )
-        return (
-            torch.stack([item["pixel_values"] for item in items]),
-            [int(i["index"]) for i in items],
-            description,
-        )
-
-    @torch.no_grad()
-    def evaluate(self, preview_dir: Path | None = None) -> dict:
-        """Artifact measures of base, denoised teacher and student on held-out images (`evaluation.py`).
-
-        Returns the `constants.METRICS_FILE` payload: `{"num_images", "resolution", "images", "rows": {"base",
-        "teacher", "student"}}`, the same as `phreg eval` computes. The teacher views are seeded per image with
-        `constants.MEASURE_VIEW_SEED` (as `phreg eval`'s default), the images center-cropped, so base/teacher
-        rows are comparable across runs and `phreg eval` on the same folder prints the same table. Also writes
-        `previews/*.png` into `preview_dir` (default: output_dir; see `--num_preview_images`), named after their
-        images. The images were loaded (and checked) before training.
-        """
-        from .evaluation import measure_artifacts
-
-        args, accelerator = self.args, self.accelerator
-        student = accelerator.unwrap_model(self.student)
-        pixel_values, indices, description = self.eval_images
-        common = dict(
-            indices=indices,
-            view_seed=constants.MEASURE_VIEW_SEED,  # the views `phreg eval` draws by default
-            batch_size=args.per_device_train_batch_size,
-            device=accelerator.device,
-            autocast=accelerator.autocast,
-        )
-        metrics = measure_artifacts(
-            self.teacher_model, student, pixel_values, self.teacher, images=description, **common
-        )
-        if self.clip_dense_mode is not None:
-            # How far the image-level embedding (classification, retrieval) drifted from the base CLIP's.
-            metrics["clip_image_feature_cosine"] = clip_training.image_feature_cosine(
-                self.teacher_model.clip, student, pixel_values.to(accelerator.device)
-            )
-        if args.num_preview_images > 0:
-            self._write_previews(preview_dir or self.output_dir, student, pixel_values, common)
-        return metrics
-
-    def _write_previews(self, folder: Path, student, pixel_values: torch.Tensor, common: dict) -> None:
-        try:
-            from .visualization import write_previews
-
-            paths = write_previews(
-                folder,
-                self.teacher_model,
-                student,
-                self.teacher,
-                pixel_values,
-                self.image_mean,
-                self.image_std,
-                names=self.eval_image_names,
-                max_images=self.args.num_preview_images,
-                **common,
-            )
-        except ImportError as error:
-            logger.warning(f"No preview pictures: {error} (or pass --num_preview_images 0 to skip them).")
-            return
-        logger.info(f"Wrote {len(paths)} preview pictures to {paths[0].parent}")
-
-    def hardware(self) -> str:
-        n = self.accelerator.num_processes
-        device = self.accelerator.device
-        if device.type == "cuda":
-            return f"{n} x {torch.cuda.get_device_name(device)}"
-        if device.type == "cpu":
-            return f"{n} x CPU process ({platform.machine()}, {os.cpu_count()} cores on the machine)"
-        return f"{n} x {device.type}"
-
-    def _license(self) -> str | None:
-        """The student's license: --hub_license, else the base model's (its card's metadata), else unknown.
-
-        The synthetic demo model is random weights made by this library, so it carries the library's license.
-        """
-        if self.args.hub_license:
-            return self.args.hub_license
-        if self.is_synthetic:
-            return "apache-2.0"
-        from .model_card import base_model_license
-
-        return base_model_license(self.base_model_id, self.args.hub_token)
-
-    def training_settings(self) -> dict:
-        """The `constants.TRAINING_SETTINGS_FILE` payload (read by the model card and `phreg eval`)."""
-        from . import __version__
-
-        args, state, accelerator = self.args, self.state, self.accelerator
-        student = accelerator.unwrap_model(self.student)
-        # Field names as the model card (hub.py) reads them.
-        dataset = {
-            "name": args.dataset_name,
-            "config": args.dataset_config,
-            "split": args.dataset_split if args.dataset_name else None,
-            "train_dir": str(self.train_dir) if self.train_dir is not None else None,
-            "image_column": args.image_column,
-            "streaming": args.streaming,
-            "num_images": self.num_train_images,
-        }
-        if self.demo_images_note:
-            dataset["description"] = self.demo_images_note
-        cache = None
-        if self.teacher_cache is not None:
-            cache = {
-                "dir": str(args.teacher_cache),
-                "dtype": args.teacher_cache_dtype,
-                "hits": state.cache_hits,
-                "misses": state.cache_misses,
-                "note": "crops and views fixed per image for the whole run (computed once, reused every epoch)",
-            }
-        return {
-            "base_model": self.base_model_id,
-            "base_model_synthetic": self.synthetic_info,
-            "license": self._license(),
-            "model_type": student.config.model_type,
-            "base_model_type": self.model_type,
-            "student_class": type(student).__name__,
-            "clip_dense_mode": self.clip_dense_mode,  # CLIP: teacher path (naclip / maskclip), None otherwise
-            "num_register_tokens": args.num_register_tokens,
-            "trainable_parts": args.enabled_parts(),
-            "num_trainable_parameters": self.num_trainable_parameters,
-            "dataset": dataset,
-            "resolution": self.resolution,
-            "patch_grid": list(self.grid_size),
-            "num_views": args.num_views,
-            "shift_frac": args.shift_frac,
-            "flip_prob": args.flip_prob,
-            "fill_value": args.fill_value,
-            "loss": "(1 - mean cosine) + mse_scale * MSE on final-normed patch tokens",
-            "mse_scale": args.mse_scale,
-            "learning_rate": args.learning_rate,
-            "final_learning_rate": args.final_learning_rate,
-            "weight_decay": args.weight_decay,
-            "optimizer": {
-                "name": "AdamW",
-                "betas": [args.adam_beta1, args.adam_beta2],
-                "max_grad_norm": args.max_grad_norm,
-                "schedule": "exponential decay "
-                + ("per epoch" if self.lr_schedule.per_epoch else "per step"),
-            },
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "global_batch_size": args.per_device_train_batch_size
-            * accelerator.num_processes
-            * args.gradient_accumulation_steps,
-            "num_processes": accelerator.num_processes,
-            "global_steps": state.global_step,
-            "optimizer_steps": state.global_step - state.skipped_steps,
-            "epochs": round(state.global_step / self.steps_per_epoch, 3) if self.steps_per_epoch else None,
-            "images_seen": state.images_seen,
-            "teacher_images": state.teacher_images,
-            "teacher_cache": cache,
-            "mixed_precision": accelerator.mixed_precision,
-            "hardware": self.hardware(),
-            "train_runtime_s": round(self.train_runtime_s, 3),
-            # Unreadable files met during training, each counted once (however many epochs met it).
-            "skipped_images": state.skipped_images,
-            "unreadable_images": sorted(state.unreadable_images.values()),
-            "skipped_steps": state.skipped_steps,
-            "versions": {
-                "phreg_hf": __version__,
-                "transformers": _version("transformers"),
-                "torch": torch.__version__,
-                "accelerate": _version("accelerate"),
-                "datasets": _version("datasets"),
-            },
-            "args": asdict(args),
-        }
-
-    def save_outputs(self) -> dict:
-        """Main process: the student, image processor, settings and metrics JSONs and previews, as one set.
-
-        Everything is written into a hidden staging folder first and moved into output_dir only once complete
-        (`run_files.commit_staged_outputs`), so a run that fails while saving or measuring leaves the earlier
-        outputs as they were, and a finished run never sits beside an earlier run's previews or JSONs.
-        """
-        accelerator = self.accelerator
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            student = accelerator.unwrap_model(self.student)
-            staging = new_staging_folder(self.output_dir)
-            try:
-                if (
-                    self.clip_dense_mode is not None
-                ):  # CLIP: processor, tokenizer and segmentation pipeline too
-                    clip_training.save_student(student, self.processor or self.image_processor, staging)
-                else:
-                    student.save_pretrained(staging, safe_serialization=True)
-                    self.image_processor.save_pretrained(staging)
-                if self.demo_base is not None:
-                    demo_base_dir = staging / DEMO_BASE_DIR
-                    self.demo_base.save_pretrained(demo_base_dir)
-                    self.image_processor.save_pretrained(demo_base_dir)
-                metrics = self.evaluate(preview_dir=staging)
-                atomic_write_json(staging / constants.METRICS_FILE, metrics)
-                atomic_write_json(staging / constants.TRAINING_SETTINGS_FILE, self.training_settings())
-                commit_staged_outputs(staging, self.output_dir)
-            finally:
-                if staging.exists():
-                    remove_tree(staging)
-            logger.info(f"Saved the student, image processor, settings and metrics to {self.output_dir}")
-        accelerator.wait_for_everyone()
-        return {
-            "settings": json.loads((self.output_dir / constants.TRAINING_SETTINGS_FILE).read_text()),
-            "metrics": json.loads((self.output_dir / constants.METRICS_FILE).read_text()),
-        }
