@@ -125,7 +125,7 @@ def build_probe_demo_model(artifact_scale: float | None = None) -> PreTrainedMod
     with `PROBE_DEMO_ARTIFACTS` planted. `artifact_scale=0` gives the same weights with nothing planted (the
     "clean" row)."""
     from .synthetic import build_planted_artifact_model
-    from .trainer import DEMO_TEACHER_KWARGS
+    from .demo import DEMO_TEACHER_KWARGS
 
     settings = dict(PROBE_DEMO_ARTIFACTS)
     grid = DEMO_TEACHER_KWARGS["image_size"] // DEMO_TEACHER_KWARGS["patch_size"]
