@@ -51,6 +51,7 @@ from transformers import HfArgumentParser
 from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
+from .dense_reports import dense_report_paths
 from .file_checks import check_inside_folder, check_markdown_safe_name, check_safetensors_file
 from .model_card import (
     CONFIG_FILE,
@@ -203,6 +204,7 @@ def prepare_upload(folder: str | Path, *, require_readme: bool = True) -> Upload
         TRAINING_SETTINGS_FILE,
         METRICS_FILE,
         README_FILE,
+        *(path.name for path in dense_report_paths(folder)),
     }
     files: list[UploadFile] = []
     skipped: list[tuple[str, str]] = []

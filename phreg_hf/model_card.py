@@ -45,6 +45,7 @@ from .configuration_phreg import (
     PhregViTConfig,
 )
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
+from .dense_reports import dense_result_tables
 from .modeling_phreg import TRAINABLE_PARTS
 
 logger = logging.getLogger(__name__)
@@ -862,6 +863,7 @@ def render_model_card(
         "code_imports": ", ".join(f"`{p}`" for p in _imported_packages([folder / n for n in remote_code]))
         or "nothing else",
         "phreg_version": phreg_version,
+        "dense_results": dense_result_tables(folder),
         "previews": [
             path.relative_to(folder).as_posix() for path in sorted((folder / PREVIEWS_DIR).glob("*.png"))
         ],

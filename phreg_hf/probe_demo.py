@@ -124,8 +124,8 @@ def build_probe_demo_model(artifact_scale: float | None = None) -> PreTrainedMod
     """The probe demo's backbone: the distill demo's random-init DINOv2 (`trainer.DEMO_TEACHER_KWARGS`, same seed)
     with `PROBE_DEMO_ARTIFACTS` planted. `artifact_scale=0` gives the same weights with nothing planted (the
     "clean" row)."""
-    from .synthetic import build_planted_artifact_model
     from .demo import DEMO_TEACHER_KWARGS
+    from .synthetic import build_planted_artifact_model
 
     settings = dict(PROBE_DEMO_ARTIFACTS)
     grid = DEMO_TEACHER_KWARGS["image_size"] // DEMO_TEACHER_KWARGS["patch_size"]
