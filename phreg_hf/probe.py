@@ -768,10 +768,15 @@ def probe_main(argv: Sequence[str] | None = None) -> int:
         return 2
     from accelerate import PartialState
 
-    if PartialState().is_main_process:  # one table, however many processes
+    state = PartialState()
+    if state.is_main_process:  # one table, however many processes
         print(format_probe_table(report))
         if args.out:
             print(f"Wrote {args.out}")
+    # Close the process group before exit: a gloo group torn down by interpreter exit can abort a rank
+    # ("terminate called without an active exception") after all the work is done.
+    state.wait_for_everyone()
+    state.destroy_process_group()
     return 0
 
 
