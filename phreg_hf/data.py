@@ -17,7 +17,8 @@ Images are decoded in our transform rather than by `datasets` (the image column 
 `Image(decode=False)`), so one corrupt or truncated file is skipped, counted and reported instead of ending an
 epoch with an exception. Every image becomes RGB (grey, 16-bit, RGBA, LA, CMYK and palette images included),
 its short side is resized to the resolution R, a square R x R crop is taken (random while training), and it is
-normalized with the base model's image-processor mean and std.
+normalized with the base model's image-processor mean and std. Folders of held-out images (`phreg eval`,
+`phreg visualize`, the trainer's final measures) are read here too (`load_images`), center-cropped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -403,3 +405,96 @@ def collate_skipping_corrupt(batch: list[dict | None]) -> dict:
         "num_skipped": len(batch) - len(good),
         "unreadable": unreadable,
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders of held-out images (`phreg eval`, `phreg visualize`, the trainer's final measures)
+@dataclass
+class LoadedImages:
+    """Readable images of a folder, center-cropped and normalized.
+
+    Attributes:
+        pixel_values: `(n, 3, R, R)` float32.
+        names: file paths relative to the folder, one per image.
+        indices: position of each image among the folder's image files (sorted), seeds its teacher views.
+        num_skipped: unreadable files met (and skipped) while collecting the n images.
+        folder: the folder as given.
+    """
+
+    pixel_values: torch.Tensor
+    names: list[str]
+    indices: list[int]
+    num_skipped: int
+    folder: str
+
+
+def list_image_files(folder: str | Path, option: str = "--images") -> list[Path]:
+    """Image files under `folder` (recursive, hidden files skipped), sorted by relative path.
+
+    Raises FileNotFoundError when the folder is missing and ValueError when it holds no image file; both name
+    `option`, the command-line option that gave the folder.
+    """
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{option} {root} does not exist or is not a folder; pass a folder of images (.jpg, .png, ...)."
+        )
+    extensions = image_extensions()
+    paths = [
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in extensions
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    ]
+    if not paths:
+        raise ValueError(
+            f"{option} {root} holds no image files (looked recursively for .jpg, .jpeg, .png, .webp, .bmp, "
+            ".tif, ...); put held-out images there or pass another folder."
+        )
+    return sorted(paths, key=lambda path: path.relative_to(root).as_posix())
+
+
+def load_images(
+    folder: str | Path, transform, max_images: int | None = None, option: str = "--images"
+) -> LoadedImages:
+    """Decode, center-crop and normalize the images of `folder` (see `list_image_files`).
+
+    Unreadable files are skipped (logged with their path) and counted; decoding stops once `max_images`
+    readable images are collected (None or 0: all).
+
+    Args:
+        folder: the folder of images.
+        transform: a `data.ImageTransform` with `random_crop=False` (R x R center crop).
+        max_images: cap on the readable images kept.
+        option: the option that gave the folder, for error messages.
+    """
+
+    root = Path(folder)
+    paths = list_image_files(root, option)
+    # data.py's dataset decodes safely (RGB, upright, unreadable files reported) given any sequence of {"image": path}.
+    dataset = DistillImageDataset([{"image": str(path)} for path in paths], transform)
+    items, names, skipped = [], [], 0
+    for index, path in enumerate(paths):
+        item = dataset[index]
+        if "unreadable" in item:
+            logger.warning(f"Skipping unreadable image {item['unreadable']}")
+            skipped += 1
+            continue
+        items.append(item)
+        names.append(path.relative_to(root).as_posix())
+        if max_images and len(items) >= max_images:
+            break
+    if not items:
+        raise ValueError(
+            f"None of the {len(paths)} image files in {option} {root} could be read ({skipped} unreadable, see "
+            "the warnings above); pass a folder with readable images."
+        )
+    return LoadedImages(
+        pixel_values=torch.stack([item["pixel_values"] for item in items]),
+        names=names,
+        indices=[int(item["index"]) for item in items],
+        num_skipped=skipped,
+        folder=str(folder),
+    )

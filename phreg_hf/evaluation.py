@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from .constants import DEFAULT_EVAL_IMAGES, MEASURE_VIEW_SEED, METRICS_FILE
+from .data import LoadedImages, list_image_files, load_images
 from .metrics import HIGHER_IS_BETTER, artifact_report
 from .modeling_phreg import PhregRegisterMixin, student_class_for, student_from_base
 from .teacher import DenoisingTeacher, TeacherViews, normalized_fill_value, stack_views
@@ -151,101 +152,6 @@ class EvalArguments:
             raise ValueError(f"--max_images must be >= 0 (0: all images), got {self.max_images}.")
         if self.resolution is not None and self.resolution <= 0:
             raise ValueError(f"--resolution must be > 0, got {self.resolution}.")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Images
-@dataclass
-class LoadedImages:
-    """Readable images of a folder, center-cropped and normalized.
-
-    Attributes:
-        pixel_values: `(n, 3, R, R)` float32.
-        names: file paths relative to the folder, one per image.
-        indices: position of each image among the folder's image files (sorted), seeds its teacher views.
-        num_skipped: unreadable files met (and skipped) while collecting the n images.
-        folder: the folder as given.
-    """
-
-    pixel_values: torch.Tensor
-    names: list[str]
-    indices: list[int]
-    num_skipped: int
-    folder: str
-
-
-def list_image_files(folder: str | Path, option: str = "--images") -> list[Path]:
-    """Image files under `folder` (recursive, hidden files skipped), sorted by relative path.
-
-    Raises FileNotFoundError when the folder is missing and ValueError when it holds no image file; both name
-    `option`, the command-line option that gave the folder.
-    """
-    from .data import image_extensions
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"{option} {root} does not exist or is not a folder; pass a folder of images (.jpg, .png, ...)."
-        )
-    extensions = image_extensions()
-    paths = [
-        path
-        for path in root.rglob("*")
-        if path.is_file()
-        and path.suffix.lower() in extensions
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    ]
-    if not paths:
-        raise ValueError(
-            f"{option} {root} holds no image files (looked recursively for .jpg, .jpeg, .png, .webp, .bmp, "
-            ".tif, ...); put held-out images there or pass another folder."
-        )
-    return sorted(paths, key=lambda path: path.relative_to(root).as_posix())
-
-
-def load_images(
-    folder: str | Path, transform, max_images: int | None = None, option: str = "--images"
-) -> LoadedImages:
-    """Decode, center-crop and normalize the images of `folder` (see `list_image_files`).
-
-    Unreadable files are skipped (logged with their path) and counted; decoding stops once `max_images`
-    readable images are collected (None or 0: all).
-
-    Args:
-        folder: the folder of images.
-        transform: a `data.ImageTransform` with `random_crop=False` (R x R center crop).
-        max_images: cap on the readable images kept.
-        option: the option that gave the folder, for error messages.
-    """
-    from .data import DistillImageDataset
-
-    root = Path(folder)
-    paths = list_image_files(root, option)
-    # data.py's dataset decodes safely (RGB, upright, unreadable files reported) given any sequence of {"image": path}.
-    dataset = DistillImageDataset([{"image": str(path)} for path in paths], transform)
-    items, names, skipped = [], [], 0
-    for index, path in enumerate(paths):
-        item = dataset[index]
-        if "unreadable" in item:
-            logger.warning(f"Skipping unreadable image {item['unreadable']}")
-            skipped += 1
-            continue
-        items.append(item)
-        names.append(path.relative_to(root).as_posix())
-        if max_images and len(items) >= max_images:
-            break
-    if not items:
-        raise ValueError(
-            f"None of the {len(paths)} image files in {option} {root} could be read ({skipped} unreadable, see "
-            "the warnings above); pass a folder with readable images."
-        )
-    return LoadedImages(
-        pixel_values=torch.stack([item["pixel_values"] for item in items]),
-        names=names,
-        indices=[int(item["index"]) for item in items],
-        num_skipped=skipped,
-        folder=str(folder),
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -54,28 +54,30 @@ from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .dense_reports import dense_report_paths
 from .file_checks import check_inside_folder, check_markdown_safe_name, check_safetensors_file
 from .model_card import (
+    _check_repo_id,
+    _human_size,
+    card_is_generated_unedited,
+    folder_run_hash,
+    model_card_template_path,
+    read_card_marker,
+    render_model_card,
+    render_template,
+    with_card_marker,
+)
+from .student_folder import (
     CONFIG_FILE,
     DINOV2_MODEL_TYPES,
     README_FILE,
     STUDENT_BACKBONES,
-    _check_repo_id,
     _hub_license,
-    _human_size,
     _license_error,
     _local_license,
     _read_json,
     _read_optional_json,
     _resolve_base_model,
     base_model_license,
-    card_is_generated_unedited,
     code_files,
-    folder_run_hash,
-    model_card_template_path,
-    read_card_marker,
     read_student_config,
-    render_model_card,
-    render_template,
-    with_card_marker,
 )
 
 logger = logging.getLogger(__name__)

@@ -63,7 +63,8 @@ def atomic_write_json(path: Path, payload: dict) -> None:
 
 def run_output_names(folder: Path) -> list[str]:
     """Entries of `folder` that an earlier run (or `save_pretrained` of a student) wrote there."""
-    from .model_card import README_FILE, card_is_generated_unedited
+    from .model_card import card_is_generated_unedited
+    from .student_folder import README_FILE
 
     names = []
     for path in folder.iterdir():

@@ -230,7 +230,8 @@ def segment_folder(args: SegmentArguments, progress: bool = True) -> dict:
     """Run `phreg segment`; returns `{"num_images", "classes", "labels_dir", "overlays_dir"}`."""
     from tqdm.auto import tqdm
 
-    from .evaluation import list_image_files, resolve_device
+    from .data import list_image_files
+    from .evaluation import resolve_device
 
     classes = classes_from_arguments(args.labels, args.labels_file)
     paths = list_image_files(args.images, option="--images")

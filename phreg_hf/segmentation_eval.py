@@ -175,8 +175,7 @@ def iterate_labelled_images(args: EvalSegmentationArguments) -> Iterator[tuple[s
                 np.array(example[args.label_column]).astype(np.int64),
             )
         return
-    from .data import image_extensions
-    from .evaluation import list_image_files
+    from .data import image_extensions, list_image_files
 
     images_root, masks_root = Path(args.images), Path(args.masks)
     if not masks_root.is_dir():

@@ -155,7 +155,7 @@ class TrainingDataMixin:
             self.image_processor, self.resolution, random_crop=False
         )
         if self.eval_dir is not None:
-            from .evaluation import load_images  # the folder reader of `phreg eval`
+            from .data import load_images  # the folder reader of `phreg eval`
 
             loaded = load_images(self.eval_dir, transform, args.num_eval_images, option="--eval_images")
             self.eval_image_names = loaded.names  # previews are named after them

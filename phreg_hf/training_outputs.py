@@ -121,7 +121,7 @@ class TrainingOutputsMixin:
             return self.args.hub_license
         if self.is_synthetic:
             return "apache-2.0"
-        from .model_card import base_model_license
+        from .student_folder import base_model_license
 
         return base_model_license(self.base_model_id, self.args.hub_token)
 
