@@ -30,8 +30,9 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
-from transformers.utils import IMAGE_PROCESSOR_NAME
+from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
+from .configuration_phreg import PhregCLIPConfig
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .dense_reports import dense_result_tables
 from .modeling_phreg import TRAINABLE_PARTS
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 TEMPLATE_NAME = "phreg_model_card.md"
 CARD_TAGS = ("phreg", "registers", "vision")
 PIPELINE_TAG = "image-feature-extraction"
+CLIP_PIPELINE_TAG = "image-segmentation"
 
 TRAINABLE_PART_NAMES = {
     "registers": "register tokens",
@@ -571,12 +573,14 @@ def render_model_card(
     _check_settings_match_config(folder, settings, config)
     backbone_tag, backbone_name = STUDENT_BACKBONES[model_type]
     base_hub_id = base_model if _is_hub_id(base_model) else None
+    # A full CLIP student (text tower + dense text-aligned features) ships an open-vocabulary segmentation pipeline.
+    is_clip_full = model_type == PhregCLIPConfig.model_type
     card_data = ModelCardData(
         library_name="transformers",
         base_model=base_hub_id,
         base_model_relation="finetune" if base_hub_id else None,
         datasets=_dataset_ids(settings) or None,
-        pipeline_tag=PIPELINE_TAG,
+        pipeline_tag=CLIP_PIPELINE_TAG if is_clip_full else PIPELINE_TAG,
         tags=[*CARD_TAGS, backbone_tag],
         **license_info,
     )
@@ -595,7 +599,10 @@ def render_model_card(
         )
     else:
         base_phrase = f"a {backbone_name} model (its base checkpoint is not recorded)"
-    has_image_processor = (folder / IMAGE_PROCESSOR_NAME).is_file()
+    # A CLIP student's CLIPProcessor keeps its image processor inside processor_config.json.
+    has_image_processor = (folder / IMAGE_PROCESSOR_NAME).is_file() or (
+        is_clip_full and (folder / PROCESSOR_NAME).is_file()
+    )
     processor_source = repo_id if has_image_processor else (base_hub_id or "<base model id>")
     patch_size = config.get("patch_size", "?")
     patch_size = patch_size[0] if isinstance(patch_size, list) else patch_size
@@ -672,6 +679,8 @@ def render_model_card(
         or "nothing else",
         "phreg_version": phreg_version,
         "dense_results": dense_result_tables(folder),
+        "is_clip_full": is_clip_full,
+        "projection_dim": config.get("projection_dim", "?"),
         "previews": [
             path.relative_to(folder).as_posix() for path in sorted((folder / PREVIEWS_DIR).glob("*.png"))
         ],

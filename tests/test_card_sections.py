@@ -1,4 +1,4 @@
-"""Dense-task reports (`phreg probe` / `phreg eval-segmentation` --out OUTPUT_DIR/phreg_dense_*.json) in the card."""
+"""Model-card sections beyond the artifact table: dense-task reports (`phreg_dense_*.json`) and CLIP students."""
 
 from __future__ import annotations
 
@@ -63,3 +63,23 @@ def test_a_broken_dense_report_is_named(tmp_path, content):
     (folder / "phreg_dense_x.json").write_text(content)
     with pytest.raises(ValueError, match="phreg_dense_x.json"):
         hub.render_model_card(folder, REPO_ID, license="apache-2.0")
+
+
+def test_a_clip_student_card_shows_clip_usage_and_its_segmentation_pipeline(tmp_path):
+    """A full CLIP student has no `get_feature_map` and needs text: its card says how to use what it has."""
+    from huggingface_hub import ModelCard
+
+    from phreg_hf import PhregCLIPModel
+    from phreg_hf.segmentation import save_pretrained_with_pipeline
+    from phreg_hf.synthetic_clip import build_planted_artifact_clip, build_tiny_clip_processor
+
+    student = PhregCLIPModel.from_base(build_planted_artifact_clip(image_size=64, patch_size=8), 2)
+    folder = tmp_path / "clip-student"
+    save_pretrained_with_pipeline(student, folder, build_tiny_clip_processor(64))
+    card = hub.render_model_card(folder, REPO_ID, license="apache-2.0")
+    card.save(tmp_path / "README.md")
+    assert ModelCard.load(tmp_path / "README.md").data.pipeline_tag == "image-segmentation"
+    assert "model.get_dense_image_features(pixel_values)  # (batch, patches, 24)" in card.text
+    assert 'candidate_labels="background; cat; dog, puppy"' in card.text
+    assert "get_feature_map" not in card.text and "image-feature-extraction" not in card.text
+    assert "no `preprocessor_config.json`" not in card.text  # its CLIPProcessor holds the image processor
