@@ -151,3 +151,15 @@ def test_labelled_images_from_a_datasets_id(tmp_path):
         list(iterate_labelled_images(args))
     with pytest.raises(ValueError, match="Pass either --images DIR --masks DIR, or --dataset_name"):
         EvalSegmentationArguments(model="s", base="b", class_names="c", out="r.json").validate()
+
+
+def test_phreg_eval_points_a_clip_student_to_eval_segmentation(tmp_path):
+    from phreg_hf import PhregCLIPModel
+    from phreg_hf.evaluation import check_base_matches_student
+    from phreg_hf.synthetic_clip import build_planted_artifact_clip
+
+    base = build_planted_artifact_clip(image_size=64, patch_size=8)
+    base.save_pretrained(tmp_path / "base")
+    PhregCLIPModel.from_base(base, 2).save_pretrained(tmp_path / "student")
+    with pytest.raises(ValueError, match="full CLIP student .*phreg eval-segmentation"):
+        check_base_matches_student(str(tmp_path / "base"), str(tmp_path / "student"))
