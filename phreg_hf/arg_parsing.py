@@ -11,8 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""`HfArgumentParser` with help text that reads right: what `examples/distill.py`, `phreg eval` and `phreg visualize`
-parse their options with.
+"""`HfArgumentParser` with help text that reads right, and the parse-run-report frame of every `phreg` subcommand.
 
 Two fixes over the stock parser's `--help`:
 
@@ -25,6 +24,8 @@ Two fixes over the stock parser's `--help`:
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from transformers import HfArgumentParser
@@ -66,4 +67,50 @@ def make_parser(dataclass_types: Any, **kwargs) -> HfArgumentParser:
     return parser
 
 
-__all__ = ["DefaultOnceHelpFormatter", "make_parser", "negated_help"]
+# Errors that mean bad input (a missing folder, a bad value, an unreadable file): exit code 2, message on stderr.
+BAD_INPUT_ERRORS = (FileNotFoundError, ValueError, OSError)
+
+
+def parse_cli(dataclass_type, argv: Sequence[str], prog: str, description: str):
+    """Parse `argv` into one options dataclass with `make_parser`; returns it, or an exit code for --help and
+    usage errors (argparse has printed the message)."""
+    parser = make_parser(dataclass_type, prog=prog, description=description)
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return args
+
+
+def run_cli(
+    dataclass_type,
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    work: Callable[[Any], Any],
+    bad_input: tuple[type[BaseException], ...] = BAD_INPUT_ERRORS,
+) -> tuple[int | None, Any, Any]:
+    """Parse `argv` (default: `sys.argv[1:]`) and run `work(args)`: the frame of every `phreg` subcommand.
+
+    Returns `(None, args, result)` when the work is done, else `(exit code, None, None)`: the code argparse gave
+    for --help / a usage error, or 2 for bad input (`bad_input` errors, printed as `prog: error: ...`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_cli(dataclass_type, argv, prog, description)
+        if isinstance(args, int):
+            return args, None, None
+        return None, args, work(args)
+    except bad_input as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2, None, None
+
+
+__all__ = [
+    "BAD_INPUT_ERRORS",
+    "DefaultOnceHelpFormatter",
+    "make_parser",
+    "negated_help",
+    "parse_cli",
+    "run_cli",
+]

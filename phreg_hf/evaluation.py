@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -666,35 +665,19 @@ def format_metrics_table(metrics: dict, models_as_rows: bool = False) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
-def parse_cli(dataclass_type, argv: Sequence[str], prog: str, description: str):
-    """Parse `argv` into one options dataclass with `HfArgumentParser`; returns it, or an exit code for --help
-    and usage errors (argparse has printed the message)."""
-    from .arg_parsing import make_parser
-
-    parser = make_parser(dataclass_type, prog=prog, description=description)
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return args
-
-
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """`phreg eval --base BASE --student STUDENT --images DIR [options]`. Exit codes: 0 done, 2 bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parse_cli(
-            EvalArguments,
-            argv,
-            "phreg eval",
-            "Artifact measures of the base model, its denoised teacher and a PH-Reg student on the same images.",
-        )
-        if isinstance(args, int):
-            return args
-        payload = evaluate(args)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"phreg eval: error: {error}", file=sys.stderr)
-        return 2
+    from .arg_parsing import run_cli
+
+    code, args, payload = run_cli(
+        EvalArguments,
+        argv,
+        "phreg eval",
+        "Artifact measures of the base model, its denoised teacher and a PH-Reg student on the same images.",
+        evaluate,
+    )
+    if code is not None:
+        return code
     print(format_metrics_table(payload, models_as_rows=True))
     if args.out:
         print(f"Wrote {args.out}")

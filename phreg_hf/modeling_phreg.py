@@ -399,33 +399,12 @@ class PhregRegisterMixin:
         }
 
 
-class PhregDinov2Model(PhregRegisterMixin, Dinov2PreTrainedModel):
-    """DINOv2 with PH-Reg registers; weights of `Dinov2Model`, architecture of `Dinov2WithRegistersModel`.
-
-    `last_hidden_state` is final-normed (`layernorm`), as in `Dinov2Model`; `pooler_output` is its CLS token.
-    Position embeddings are interpolated as `Dinov2Model` does (bicubic, no antialias), so with 0 registers the
-    outputs equal `Dinov2Model`'s at every resolution. See `to_dinov2_with_registers` for a stock export.
-    """
-
-    config_class = PhregDinov2Config
-    config: PhregDinov2Config
-    base_model_classes = (Dinov2Model,)
-    base_model_types = ("dinov2",)
-
-    def __init__(self, config: PhregDinov2Config):
-        super().__init__(config)
-        self._init_registers(config)
-        self.embeddings = Dinov2Embeddings(config)
-        self.encoder = Dinov2Encoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_init()
+class _Dinov2ModuleLayout:
+    """Where a DINOv2-layout student (`embeddings`, `encoder.layer`, final `layernorm`) keeps what the register
+    mechanism needs: shared by `PhregDinov2Model` and `PhregDinov2WithRegistersModel`."""
 
     def embed_patches(self, pixel_values, bool_masked_pos=None):
         return self.embeddings(pixel_values, bool_masked_pos=bool_masked_pos)
-
-    @property
-    def has_mask_token(self) -> bool:
-        return self.embeddings.mask_token is not None
 
     def encoder_input_norm(self, hidden_states):
         return hidden_states
@@ -452,6 +431,32 @@ class PhregDinov2Model(PhregRegisterMixin, Dinov2PreTrainedModel):
 
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
+
+
+class PhregDinov2Model(PhregRegisterMixin, _Dinov2ModuleLayout, Dinov2PreTrainedModel):
+    """DINOv2 with PH-Reg registers; weights of `Dinov2Model`, architecture of `Dinov2WithRegistersModel`.
+
+    `last_hidden_state` is final-normed (`layernorm`), as in `Dinov2Model`; `pooler_output` is its CLS token.
+    Position embeddings are interpolated as `Dinov2Model` does (bicubic, no antialias), so with 0 registers the
+    outputs equal `Dinov2Model`'s at every resolution. See `to_dinov2_with_registers` for a stock export.
+    """
+
+    config_class = PhregDinov2Config
+    config: PhregDinov2Config
+    base_model_classes = (Dinov2Model,)
+    base_model_types = ("dinov2",)
+
+    def __init__(self, config: PhregDinov2Config):
+        super().__init__(config)
+        self._init_registers(config)
+        self.embeddings = Dinov2Embeddings(config)
+        self.encoder = Dinov2Encoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    @property
+    def has_mask_token(self) -> bool:
+        return self.embeddings.mask_token is not None
 
     def to_dinov2_with_registers(self) -> Dinov2WithRegistersModel:
         """Export to a stock transformers `Dinov2WithRegistersModel` (loads with no remote code).
@@ -492,7 +497,9 @@ class PhregDinov2WithRegistersEmbeddings(Dinov2WithRegistersEmbeddings):
         )
 
 
-class PhregDinov2WithRegistersModel(PhregRegisterMixin, Dinov2WithRegistersPreTrainedModel):
+class PhregDinov2WithRegistersModel(
+    PhregRegisterMixin, _Dinov2ModuleLayout, Dinov2WithRegistersPreTrainedModel
+):
     """A DINOv2 that was pretrained WITH registers (`Dinov2WithRegistersModel`), plus PH-Reg's new registers.
 
     The base's own registers (`embeddings.register_tokens`) are kept, and frozen by the trainer (they are no
@@ -527,37 +534,8 @@ class PhregDinov2WithRegistersModel(PhregRegisterMixin, Dinov2WithRegistersPreTr
     def num_base_prefix_tokens(self) -> int:
         return 1 + self.config.num_base_register_tokens
 
-    def embed_patches(self, pixel_values, bool_masked_pos=None):
-        return self.embeddings(pixel_values, bool_masked_pos=bool_masked_pos)
-
     # Dinov2WithRegisters checkpoints always carry the mask token.
     has_mask_token = True
-
-    def encoder_input_norm(self, hidden_states):
-        return hidden_states
-
-    @property
-    def transformer_blocks(self) -> nn.ModuleList:
-        return self.encoder.layer
-
-    @property
-    def final_norm(self) -> nn.LayerNorm:
-        return self.layernorm
-
-    @property
-    def position_embedding_parameters(self):
-        return [self.embeddings.position_embeddings]
-
-    @property
-    def patch_embedding_projection(self) -> nn.Conv2d:
-        return self.embeddings.patch_embeddings.projection
-
-    def pool(self, hidden_states):
-        sequence_output = self.layernorm(hidden_states)
-        return sequence_output, sequence_output[:, 0]
-
-    def get_input_embeddings(self):
-        return self.embeddings.patch_embeddings
 
     def to_dinov2_with_registers(self) -> Dinov2WithRegistersModel:
         """Export to a stock `Dinov2WithRegistersModel` holding the base's and PH-Reg's registers (M + N), in

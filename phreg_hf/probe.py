@@ -45,7 +45,6 @@ the crops (gradients averaged, BatchNorm synchronised on GPUs) and evaluates its
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -750,22 +749,17 @@ def probe(args: ProbeArguments) -> dict:
 def probe_main(argv: Sequence[str] | None = None) -> int:
     """`phreg probe --task segmentation|depth --base B --student S (data options) [--out report.json]`.
     Exit codes: 0 done, 2 bad input."""
-    from .evaluation import parse_cli
+    from .arg_parsing import run_cli
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parse_cli(
-            ProbeArguments,
-            argv,
-            "phreg probe",
-            "Linear-probe segmentation / depth on frozen base and student features (the paper's protocol).",
-        )
-        if isinstance(args, int):
-            return args
-        report = probe(args)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"phreg probe: error: {error}", file=sys.stderr)
-        return 2
+    code, args, report = run_cli(
+        ProbeArguments,
+        argv,
+        "phreg probe",
+        "Linear-probe segmentation / depth on frozen base and student features (the paper's protocol).",
+        probe,
+    )
+    if code is not None:
+        return code
     from accelerate import PartialState
 
     state = PartialState()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,22 +280,17 @@ def segment_folder(args: SegmentArguments, progress: bool = True) -> dict:
 
 def segment_main(argv: Sequence[str] | None = None) -> int:
     """`phreg segment --model M --labels '...' --images DIR --out DIR`. Exit codes: 0 done, 2 bad input."""
-    from .evaluation import parse_cli
+    from .arg_parsing import run_cli
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parse_cli(
-            SegmentArguments,
-            argv,
-            "phreg segment",
-            "Zero-shot open-vocabulary segmentation with a PH-Reg CLIP student or a base CLIP.",
-        )
-        if isinstance(args, int):
-            return args
-        summary = segment_folder(args)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"phreg segment: error: {error}", file=sys.stderr)
-        return 2
+    code, args, summary = run_cli(
+        SegmentArguments,
+        argv,
+        "phreg segment",
+        "Zero-shot open-vocabulary segmentation with a PH-Reg CLIP student or a base CLIP.",
+        segment_folder,
+    )
+    if code is not None:
+        return code
     print(
         f"Segmented {summary['num_images']} images into {summary['labels_dir']} (class index per pixel) and "
         f"{summary['overlays_dir']} (colour overlays with legend); {len(summary['classes'])} classes."

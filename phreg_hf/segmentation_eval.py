@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -301,22 +300,17 @@ def format_report(report: dict) -> str:
 
 def eval_segmentation_main(argv: Sequence[str] | None = None) -> int:
     """`phreg eval-segmentation ...`. Exit codes: 0 done, 2 bad input."""
-    from .evaluation import parse_cli
+    from .arg_parsing import run_cli
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parse_cli(
-            EvalSegmentationArguments,
-            argv,
-            "phreg eval-segmentation",
-            "mIoU of zero-shot segmentation: base CLIP (MaskCLIP and NACLIP) and a PH-Reg CLIP student.",
-        )
-        if isinstance(args, int):
-            return args
-        report = evaluate_segmentation(args)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"phreg eval-segmentation: error: {error}", file=sys.stderr)
-        return 2
+    code, args, report = run_cli(
+        EvalSegmentationArguments,
+        argv,
+        "phreg eval-segmentation",
+        "mIoU of zero-shot segmentation: base CLIP (MaskCLIP and NACLIP) and a PH-Reg CLIP student.",
+        evaluate_segmentation,
+    )
+    if code is not None:
+        return code
     print(format_report(report))
     print(f"Report: {args.out}")
     return 0

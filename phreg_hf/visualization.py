@@ -40,7 +40,6 @@ push` uploads with the model card.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,6 @@ from .constants import MEASURE_VIEW_SEED, PREVIEWS_DIR
 from .evaluation import (
     PatchTokens,
     collect_patch_tokens,
-    parse_cli,
     prepare_evaluation,
 )
 from .teacher import DenoisingTeacher
@@ -482,20 +480,19 @@ def visualize_main(argv: Sequence[str] | None = None) -> int:
 
     Exit codes: 0 done, 2 bad input (message on stderr).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parse_cli(
-            VisualizeArguments,
-            argv,
-            "phreg visualize",
-            "Before/after PNGs of a PH-Reg student: patch-token norms and PCA of base, teacher and student.",
-        )
-        if isinstance(args, int):
-            return args
-        paths, num_skipped = visualize(args)
-    except (FileNotFoundError, ValueError, OSError, ImportError) as error:
-        print(f"phreg visualize: error: {error}", file=sys.stderr)
-        return 2
+    from .arg_parsing import BAD_INPUT_ERRORS, run_cli
+
+    code, args, result = run_cli(
+        VisualizeArguments,
+        argv,
+        "phreg visualize",
+        "Before/after PNGs of a PH-Reg student: patch-token norms and PCA of base, teacher and student.",
+        visualize,
+        bad_input=(*BAD_INPUT_ERRORS, ImportError),  # matplotlib missing: the message says how to install it
+    )
+    if code is not None:
+        return code
+    paths, num_skipped = result
     plural = "s" if num_skipped != 1 else ""
     skipped = f" ({num_skipped} unreadable image file{plural} skipped)" if num_skipped else ""
     print(f"Wrote {len(paths)} PNGs to {args.out}{skipped}")
