@@ -73,6 +73,15 @@ class Sample:
 
 
 DEMO_OUTPUT = "phreg-demo"
+# `phreg eval` and `phreg visualize` compare the demo's base and student on its held-out tiles.
+DEMO_COMPARISON = (
+    "--base",
+    f"{DEMO_OUTPUT}/demo_base",
+    "--student",
+    DEMO_OUTPUT,
+    "--images",
+    f"{DEMO_OUTPUT}/demo_images/heldout",
+)
 SAMPLES = (
     Sample(
         "demo",
@@ -82,34 +91,12 @@ SAMPLES = (
     Sample("push-dry-run", ("phreg", "push", DEMO_OUTPUT, "alice/dinov2-demo-phreg", "--dry_run")),
     Sample(
         "eval",
-        (
-            "phreg",
-            "eval",
-            "--base",
-            f"{DEMO_OUTPUT}/demo_base",
-            "--student",
-            DEMO_OUTPUT,
-            "--images",
-            f"{DEMO_OUTPUT}/demo_images/heldout",
-            "--out",
-            "report.json",
-        ),
+        ("phreg", "eval", *DEMO_COMPARISON, "--out", "report.json"),
         show_command=True,
     ),  # fmt: skip
     Sample(
         "visualize",
-        (
-            "phreg",
-            "visualize",
-            "--base",
-            f"{DEMO_OUTPUT}/demo_base",
-            "--student",
-            DEMO_OUTPUT,
-            "--images",
-            f"{DEMO_OUTPUT}/demo_images/heldout",
-            "--out",
-            "pictures",
-        ),
+        ("phreg", "visualize", *DEMO_COMPARISON, "--out", "pictures"),
         show_command=True,
     ),  # fmt: skip
 )
