@@ -126,24 +126,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def open_pil(value) -> Image.Image:
+    """A PIL image, opened but not yet decoded, from what a dataset holds: `{"bytes": ..., "path": ...}` (datasets'
+    `Image(decode=False)`), a PIL image (returned as is), bytes or a path."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        return Image.open(io.BytesIO(data)) if data is not None else Image.open(value["path"])
+    if isinstance(value, (bytes, bytearray)):
+        return Image.open(io.BytesIO(value))
+    return Image.open(value)
+
+
 def open_image(value) -> Image.Image:
     """An RGB PIL image, upright, from what a dataset holds; raises one of `UNREADABLE_IMAGE_ERRORS` if unreadable.
 
-    Accepts `{"bytes": ..., "path": ...}` (datasets' `Image(decode=False)`), a PIL image, bytes or a path. The
-    EXIF orientation is applied (as `datasets` and transformers' `load_image` do), so a photo taken in portrait
-    is seen upright.
+    Accepts what `open_pil` does. The EXIF orientation is applied (as `datasets` and transformers' `load_image`
+    do), so a photo taken in portrait is seen upright.
     """
-    if isinstance(value, Image.Image):
-        image = value
-    else:
-        if isinstance(value, dict):
-            data = value.get("bytes")
-            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(value["path"])
-        elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
-        else:
-            image = Image.open(value)
-        image.load()  # decode now, so truncated files fail here
+    image = open_pil(value)
+    image.load()  # decode now, so truncated files fail here
     image = ImageOps.exif_transpose(image)
     return to_rgb(image)
 

@@ -36,7 +36,6 @@ the base model and the student see exactly the same crops.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data import UNREADABLE_IMAGE_ERRORS, image_extensions, to_rgb
+from .data import UNREADABLE_IMAGE_ERRORS, image_extensions, open_pil, to_rgb
 
 TASKS = ("segmentation", "depth")
 IGNORE_INDEX = 255
@@ -72,14 +71,7 @@ def check_task(task: str) -> str:
 def _open_image(value, name: str) -> Image.Image:
     """A PIL image (not yet decoded) from a path, bytes, datasets' {"bytes", "path"} dict or a PIL image."""
     try:
-        if isinstance(value, Image.Image):
-            return value
-        if isinstance(value, dict):
-            data = value.get("bytes")
-            return Image.open(io.BytesIO(data)) if data is not None else Image.open(value["path"])
-        if isinstance(value, (bytes, bytearray)):
-            return Image.open(io.BytesIO(value))
-        return Image.open(value)
+        return open_pil(value)
     except UNREADABLE_IMAGE_ERRORS as error:
         raise ValueError(
             f"{name} cannot be read ({type(error).__name__}: {error}); remove it and its label, or replace it."
