@@ -35,7 +35,6 @@ picked as `latest`; `clean_leftovers` removes what an interrupted save or remova
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -45,6 +44,8 @@ from pathlib import Path
 
 from accelerate.logging import get_logger
 
+from .file_checks import file_sha256
+
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -52,14 +53,6 @@ MANIFEST_FILE = "phreg_checkpoint.json"
 MANIFEST_FORMAT = 1
 # Hidden names of unfinished work inside an output folder: interrupted saves, stagings and removals.
 LEFTOVER_PATTERNS = (".tmp-save-*", ".staging-*", ".trash-*", f"{CHECKPOINT_PREFIX}*.tmp")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remove_tree(path: str | os.PathLike) -> None:

@@ -20,10 +20,13 @@
 - `check_inside_folder`: a file to upload is a regular file inside the folder the user named: no symlink (to
   `/etc/passwd`, or a `previews/` pointing elsewhere), no path escaping the folder.
 - `check_markdown_safe_name`: a file name that the model card shows (previews) cannot break its markdown.
+- `file_sha256`: a file's sha256, read in chunks (checkpoint manifests, image-set fingerprints, the card's list
+  of code files).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +35,15 @@ from pathlib import Path
 
 # Letters (any script), digits, '.', '-', '_' : a name that renders verbatim inside a markdown link.
 _MARKDOWN_SAFE_NAME = re.compile(r"[\w.\-]+")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_safetensors_file(path: str | os.PathLike) -> None:
@@ -106,6 +118,7 @@ def check_markdown_safe_name(relative_path: str) -> None:
 
 
 __all__ = [
+    "file_sha256",
     "check_inside_folder",
     "check_local_weights",
     "check_markdown_safe_name",

@@ -35,6 +35,7 @@ from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 from .configuration_phreg import PhregCLIPConfig
 from .constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from .dense_reports import dense_result_tables
+from .file_checks import file_sha256
 from .modeling_phreg import TRAINABLE_PARTS
 from .student_folder import (
     CONFIG_FILE,
@@ -46,7 +47,6 @@ from .student_folder import (
     _local_license,
     _read_optional_json,
     _resolve_base_model,
-    _sha256,
     code_files,
     read_student_config,
 )
@@ -674,7 +674,7 @@ def render_model_card(
         "metrics_file": METRICS_FILE,
         "results": _results(metrics),
         "trained_parts_text": trained_parts_text,
-        "code_files": [{"name": n, "sha256": _sha256(folder / n)} for n in remote_code],
+        "code_files": [{"name": n, "sha256": file_sha256(folder / n)} for n in remote_code],
         "code_imports": ", ".join(f"`{p}`" for p in _imported_packages([folder / n for n in remote_code]))
         or "nothing else",
         "phreg_version": phreg_version,

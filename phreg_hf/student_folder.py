@@ -18,7 +18,6 @@ its run records, and the license and base model it inherits.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import logging
 import shlex
@@ -143,14 +142,6 @@ def _imported_packages(paths: Sequence[Path]) -> list[str]:
     return sorted(
         p for p in packages if p not in sys.stdlib_module_names and p not in local and p != "__future__"
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # License and base model

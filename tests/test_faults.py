@@ -23,6 +23,7 @@ from test_trainer import Crash, make_args, run, tiny_planted
 import phreg_hf
 from phreg_hf import checkpointing, cli, data, hub
 from phreg_hf.constants import METRICS_FILE, PREVIEWS_DIR
+from phreg_hf.file_checks import file_sha256
 from phreg_hf.teacher_cache import FINGERPRINT_FILE, TeacherTargetCache
 from phreg_hf.trainer import DistillArguments, DistillTrainer, list_checkpoints
 
@@ -158,7 +159,7 @@ def _rewrite_manifest(checkpoint: Path) -> None:
     """What an attacker who also forges the manifest would do: list every file with its real hash."""
     manifest = json.loads((checkpoint / checkpointing.MANIFEST_FILE).read_text())
     manifest["files"] = {
-        p.relative_to(checkpoint).as_posix(): checkpointing.file_sha256(p)
+        p.relative_to(checkpoint).as_posix(): file_sha256(p)
         for p in checkpoint.rglob("*")
         if p.is_file() and p.name != checkpointing.MANIFEST_FILE
     }
