@@ -187,9 +187,10 @@ class CheckpointingMixin:
     """Checkpoint methods of `trainer.DistillTrainer`: the run's fingerprint, save, verified resume."""
 
     def run_fingerprint(self) -> dict:
-        """What a checkpoint of this run must have been trained with to be resumed (see checkpointing.py)."""
+        """What a checkpoint of this run must have been trained with to be resumed, as it reads back from the
+        manifest's JSON (so that a recorded and a current fingerprint compare equal)."""
         args = self.args
-        return {
+        fingerprint = {
             "teacher": self.teacher_hash,
             "base_model": self.base_model_id,
             "resolution": self.resolution,
@@ -207,6 +208,7 @@ class CheckpointingMixin:
             "dataset": self.dataset_identity,
             "teacher_cache": args.teacher_cache is not None,  # fixed crops and views per image, or not
         }
+        return json.loads(json.dumps(fingerprint, default=str))
 
     def _resume(self) -> None:
         args, accelerator = self.args, self.accelerator
@@ -223,7 +225,7 @@ class CheckpointingMixin:
         else:
             path = Path(args.resume_from_checkpoint)
         # Checked before anything is loaded: the files are exactly those saved, by a run with these settings.
-        saved_state = verify_checkpoint(path, json.loads(json.dumps(self.run_fingerprint(), default=str)))
+        saved_state = verify_checkpoint(path, self.run_fingerprint())
         try:
             accelerator.load_state(str(path))
         except Exception as error:  # noqa: BLE001 - name the checkpoint whatever torch/accelerate raised
@@ -251,8 +253,7 @@ class CheckpointingMixin:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            fingerprint = json.loads(json.dumps(self.run_fingerprint(), default=str))
-            write_manifest(tmp, fingerprint, self.state.state_dict())
+            write_manifest(tmp, self.run_fingerprint(), self.state.state_dict())
             if final.exists():
                 remove_tree(final)
             os.replace(tmp, final)

@@ -325,7 +325,7 @@ class TeacherTargetCache:
                     f"Image {index} was cached with crop seed {stored} but is now cropped with "
                     f"{crop_seeds[row]}; delete {self.directory} or pass another --teacher_cache."
                 )
-        computed = None
+        unstored: dict[int, torch.Tensor] = {}  # row -> a non-finite target, used for this step only
         if missing_rows:
             computed = compute(pixel_values[missing_rows], [indices[row] for row in missing_rows])
             # A non-finite target (NaN/inf from the teacher) is used once, for this step only (which the trainer
@@ -337,16 +337,19 @@ class TeacherTargetCache:
                 computed[keep],
                 [crop_seeds[missing_rows[i]] for i in keep],
             )
+            unstored = {missing_rows[i]: computed[i].float() for i, ok in enumerate(finite) if not ok}
         self.misses += len(missing_rows)
         self.hits += len(indices) - len(missing_rows)
-        if computed is not None and not all(finite):
-            rows = {row: i for i, row in enumerate(missing_rows)}
-            stored = [self.get([index])[0] if row not in rows else None for row, index in enumerate(indices)]
-            targets = torch.stack(
-                [computed[rows[row]].float() if row in rows else stored[row] for row in range(len(indices))]
-            )
-            return targets.to(pixel_values.device), len(missing_rows)
-        return self.get(indices).to(pixel_values.device), len(missing_rows)
+        stored_rows = [row for row in range(len(indices)) if row not in unstored]
+        targets = self.get([indices[row] for row in stored_rows]) if stored_rows else None
+        if unstored:
+            full = torch.empty(len(indices), *next(iter(unstored.values())).shape)
+            if stored_rows:
+                full[stored_rows] = targets
+            for row, target in unstored.items():
+                full[row] = target.cpu()
+            targets = full
+        return targets.to(pixel_values.device), len(missing_rows)
 
     def flush(self) -> Path | None:
         """Write pending targets to a new shard of this process (atomic); returns its path, or None."""
