@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
@@ -255,8 +255,12 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
         # Our counters travel as JSON in each checkpoint's manifest, never as a pickle (see checkpointing.py).
         self.state = _TrainingState()
         self._teacher_images_in_step = 0  # this process's teacher images in the current micro-batch
-        self.teacher_hash = hash_model(self.teacher_model)
-        self.dataset_identity = self._dataset_identity()
+        # What identifies the teacher and the image set (checkpoints, teacher cache): hashed once, by the main
+        # process (each would read every weight and image file otherwise), and shared with the others.
+        identity = [None]
+        if self.accelerator.is_main_process:
+            identity = [(hash_model(self.teacher_model), self._dataset_identity())]
+        (self.teacher_hash, self.dataset_identity) = broadcast_object_list(identity)[0]
         self._open_teacher_cache()
         # Fail before the first step, not after the last: the training images and the held-out images.
         self._check_training_images()
