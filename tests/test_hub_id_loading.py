@@ -15,23 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE, make_base, run_without_phreg
+from conftest import make_base, run_without_phreg
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import BitImageProcessor
+from test_hub import image_processor
 
 from phreg_hf import hub, student_from_base
 
 REPOS = {"dinov2": "org/dinov2-phreg", "clip_vision_model": "org/clip-phreg"}
-
-
-def image_processor() -> BitImageProcessor:
-    return BitImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
 
 
 def write_cache_snapshot(hub_cache: Path, repo_id: str, commit_oid: str, files: dict[str, bytes]) -> Path:
