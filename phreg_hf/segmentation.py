@@ -210,6 +210,15 @@ class SegmentArguments:
     overwrite: bool = field(default=False, metadata={"help": "Replace existing files in --out."})
 
 
+# Options of `phreg segment` and `phreg eval-segmentation` that go to `OpenVocabularySegmenter` as they are.
+SEGMENTER_OPTIONS = ("logit_scale", "prob_threshold", "short_side", "crop_size", "stride", "batch_size")
+
+
+def segmenter_settings(args) -> dict:
+    """The `OpenVocabularySegmenter` keyword arguments that a command's options set (`SEGMENTER_OPTIONS`)."""
+    return {name: getattr(args, name) for name in SEGMENTER_OPTIONS}
+
+
 def classes_from_arguments(labels: str | None, labels_file: str | None) -> list[list[str]]:
     """The class list of `--labels` or `--labels_file` (exactly one), with errors naming the fix."""
     if (labels is None) == (labels_file is None):
@@ -253,12 +262,7 @@ def segment_folder(args: SegmentArguments, progress: bool = True) -> dict:
         image_processor.image_std,
         classes,
         mode=args.mode,
-        logit_scale=args.logit_scale,
-        prob_threshold=args.prob_threshold,
-        short_side=args.short_side,
-        crop_size=args.crop_size,
-        stride=args.stride,
-        batch_size=args.batch_size,
+        **segmenter_settings(args),
     )
     names = [synonyms[0] for synonyms in classes]
     jobs = list(zip(paths, targets, overlays, strict=True))

@@ -199,7 +199,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
 
     from .evaluation import resolve_device
     from .pipeline_phreg_segmentation import OpenVocabularySegmenter, read_class_file
-    from .segmentation import load_segmentation_model
+    from .segmentation import load_segmentation_model, segmenter_settings
 
     args.validate()
     if not Path(args.class_names).is_file():
@@ -208,14 +208,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
         )
     classes = read_class_file(args.class_names)
     device = resolve_device(args.device)
-    settings = dict(
-        logit_scale=args.logit_scale,
-        prob_threshold=args.prob_threshold,
-        short_side=args.short_side,
-        crop_size=args.crop_size,
-        stride=args.stride,
-        batch_size=args.batch_size,
-    )
+    settings = segmenter_settings(args)
     segmenters = {}
     for name, path in (("base_maskclip", args.base), ("student", args.model)):
         model, tokenizer, processor = load_segmentation_model(path, device=device)
