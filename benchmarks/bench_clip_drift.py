@@ -38,13 +38,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from phreg_hf.clip_dense import image_feature_cosine
+from phreg_hf.distill.trainer import DistillArguments, DistillTrainer
+from phreg_hf.models.clip_dense import image_feature_cosine
 from phreg_hf.synthetic_clip import (
     build_planted_artifact_clip,
     build_tiny_clip_processor,
     write_synthetic_segmentation_set,
 )
-from phreg_hf.trainer import DistillArguments, DistillTrainer
 
 
 def shared_counterfactual(student):

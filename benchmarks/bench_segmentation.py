@@ -46,7 +46,7 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
 from phreg_hf import PhregCLIPModel
-from phreg_hf.pipeline_phreg_segmentation import OpenVocabularySegmenter
+from phreg_hf.models.pipeline_phreg_segmentation import OpenVocabularySegmenter
 from phreg_hf.synthetic_clip import TINY_VOCAB_SIZE, build_tiny_clip_tokenizer
 
 BASE_SIZE = dict(

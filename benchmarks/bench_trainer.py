@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from phreg_hf.distill.trainer import DistillArguments, DistillTrainer, distillation_loss
 from phreg_hf.synthetic import build_planted_artifact_model
-from phreg_hf.trainer import DistillArguments, DistillTrainer, distillation_loss
 
 
 def parse_args() -> argparse.Namespace:

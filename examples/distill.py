@@ -30,13 +30,13 @@
     accelerate launch examples/distill.py --teacher facebook/dinov2-base --train_dir ./images \\
         --output_dir ./dinov2-base-phreg
 
-`python examples/distill.py --help` lists every option (`phreg_hf.training_args.DistillArguments`).
+`python examples/distill.py --help` lists every option (`phreg_hf.distill.arguments.DistillArguments`).
 
 Without --teacher this runs an offline demo: a small random-init DINOv2 with planted position-locked artifacts
 (SYNTHETIC, not a pretrained model: no weights can be downloaded here and random models have no natural
 artifacts, see `phreg_hf/synthetic.py`) is distilled on natural sample images shipped with scikit-image, and the
 artifact measures of the raw model, the denoised teacher and the student are printed. The demo's settings
-(`phreg_hf.demo.DEMO_DEFAULTS`, each difference from the reference commented there) are its defaults whatever
+(`phreg_hf.distill.demo.DEMO_DEFAULTS`, each difference from the reference commented there) are its defaults whatever
 else is passed; any of them can still be set on the command line.
 
 `accelerate launch --config_file examples/accelerate_config.yaml examples/distill.py` launches one process with no
@@ -48,11 +48,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from phreg_hf.demo import demo_banner
-from phreg_hf.evaluation import format_metrics_table
+from phreg_hf.distill.arguments import parse_distill_arguments
+from phreg_hf.distill.demo import demo_banner
+from phreg_hf.distill.trainer import DistillTrainer
+from phreg_hf.evaluate.artifacts import format_metrics_table
 from phreg_hf.launch import process_count_warning
-from phreg_hf.trainer import DistillTrainer
-from phreg_hf.training_args import parse_distill_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@
     python examples/probe_demo.py                  # ~2 min on 2 CPU cores, no network
     python examples/probe_demo.py --seeds 0 1 2    # one table per seed, then the student's margin per seed
 
-SYNTHETIC on both sides (see `phreg_hf/probe_demo.py`): a random-init DINOv2 with planted position-locked
+SYNTHETIC on both sides (see `phreg_hf/demos/probe_demo.py`): a random-init DINOv2 with planted position-locked
 artifacts (not a pretrained model), and a labelled set of scikit-image sample photos with drawn tinted shapes.
 Rows: "clean" (the same weights, nothing planted), "base" (planted), "teacher" (its denoised teacher) and
 "student" (PH-Reg distilled from it); all probed with the same head initialisation, crops and steps.
@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from phreg_hf.probe import format_probe_table, write_report
-from phreg_hf.probe_demo import run_probe_demo
+from phreg_hf.demos.probe_demo import run_probe_demo
+from phreg_hf.evaluate.probe import format_probe_table, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,27 @@
 Importing this package registers the student configs with `AutoConfig`, the models with `AutoModel` and their
 backbone forms with `AutoBackbone`, and marks them for `save_pretrained` to write an `auto_map` plus the code
 files, so that people who never installed phreg-hf can load a saved student with `trust_remote_code=True`.
+
+Layout, one folder per concern; imports run one way, from the bottom of this list to the top:
+
+    models/     the code a checkpoint carries (configs, students, backbones, CLIP student, segmentation pipeline)
+    evaluate/   label-free measures, pictures, linear probes, segmentation and mIoU (`phreg eval`, ...)
+    hub/        model card and upload (`phreg push`)
+    distill/    the trainer and what it needs (teacher cache, checkpoints, run outputs, the demo settings)
+    demos/      offline demonstrations built from the others
+    cli.py      the `phreg` command
+
+`models/` imports nothing else of ours; `evaluate/` and `hub/` import `models/` and the shared top-level modules
+(`data`, `teacher`, `seeding`, `file_checks`, `constants`, `arg_parsing`, `launch`, `synthetic*`), which import only
+each other. `tests/test_layout.py` checks these rules.
 """
 
 from transformers import AutoBackbone, AutoConfig, AutoModel
 
-from .configuration_phreg import (
+from . import _moved_modules
+from .constants import VERSION
+from .evaluate.segmentation import register_segmentation_pipeline
+from .models.configuration_phreg import (
     DEFAULT_NUM_REGISTER_TOKENS,
     PhregCLIPConfig,
     PhregCLIPVisionConfig,
@@ -28,7 +44,7 @@ from .configuration_phreg import (
     PhregDinov2WithRegistersConfig,
     PhregViTConfig,
 )
-from .modeling_phreg import (
+from .models.modeling_phreg import (
     TRAINABLE_PARTS,
     PhregCLIPVisionModel,
     PhregDinov2Model,
@@ -38,16 +54,15 @@ from .modeling_phreg import (
     student_class_for,
     student_from_base,
 )
-from .modeling_phreg_backbone import (
+from .models.modeling_phreg_backbone import (
     PhregCLIPVisionBackbone,
     PhregDinov2Backbone,
     PhregDinov2WithRegistersBackbone,
     PhregViTBackbone,
 )
-from .modeling_phreg_clip import PhregCLIPModel
-from .segmentation import register_segmentation_pipeline
+from .models.modeling_phreg_clip import PhregCLIPModel
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 for _config_class, _model_class in (
     (PhregDinov2Config, PhregDinov2Model),
@@ -72,6 +87,17 @@ for _backbone_class in (
 
 # pipeline("phreg-open-vocabulary-segmentation", model=...) for students and base CLIPs alike.
 register_segmentation_pipeline()
+
+# `import phreg_hf.trainer` and the other module paths of 0.1 keep working for one release (with a FutureWarning).
+_moved_modules.install()
+
+
+def __getattr__(name: str):
+    # `phreg_hf.segmentation.save_pretrained_with_pipeline` and friends, after `import phreg_hf` only.
+    if name in _moved_modules.MOVED_MODULES:
+        return _moved_modules.import_moved(name)
+    raise AttributeError(f"module 'phreg_hf' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",

@@ -26,23 +26,31 @@ import sys
 # subcommand -> (module, function taking argv and returning an exit code, one-line help)
 SUBCOMMANDS = {
     "push": (
-        "phreg_hf.hub",
+        "phreg_hf.hub.push",
         "push_main",
         "render the model card of a saved student and upload it to the Hub",
     ),
-    "eval": ("phreg_hf.evaluation", "eval_main", "measure artifacts of base, denoised teacher and student"),
-    "visualize": ("phreg_hf.visualization", "visualize_main", "write before/after PNGs (norms, PCA)"),
+    "eval": (
+        "phreg_hf.evaluate.artifacts",
+        "eval_main",
+        "measure artifacts of base, denoised teacher and student",
+    ),
+    "visualize": (
+        "phreg_hf.evaluate.visualization",
+        "visualize_main",
+        "write before/after PNGs (norms, PCA)",
+    ),
     "segment": (
-        "phreg_hf.segmentation",
+        "phreg_hf.evaluate.segmentation",
         "segment_main",
         "open-vocabulary segmentation with a CLIP (label PNGs)",
     ),
     "eval-segmentation": (
-        "phreg_hf.segmentation_eval",
+        "phreg_hf.evaluate.segmentation_eval",
         "eval_segmentation_main",
         "mIoU of base CLIP (MaskCLIP, NACLIP) vs a CLIP student",
     ),
-    "probe": ("phreg_hf.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
+    "probe": ("phreg_hf.evaluate.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
 }
 
 

@@ -13,6 +13,9 @@
 # limitations under the License.
 """File names and defaults shared by the trainer (which writes the files), the evaluator and the model card."""
 
+# phreg-hf's version: `phreg_hf.__version__`, and pyproject.toml reads it from here (one place to bump).
+VERSION = "0.1.0"
+
 # Written by the trainer into --output_dir: the settings of the run (see trainer.DistillTrainer.save_outputs).
 TRAINING_SETTINGS_FILE = "phreg_training.json"
 # Written by the trainer (held-out measurement at the end of training) and by `phreg eval --out`.

@@ -29,6 +29,8 @@ import os
 import re
 from collections.abc import Sequence
 
+import torch
+
 _NUM_PROCESSES = re.compile(r"^--num[_-]processes(?:=(\d+))?$")
 
 
@@ -96,4 +98,21 @@ def process_count_warning(
     )
 
 
-__all__ = ["process_count_warning", "requested_processes"]
+def multi_process_cpu_run() -> bool:
+    """Several processes (torchrun, `accelerate launch --multi_gpu`) on a machine with no accelerator.
+
+    Accelerate forms a (gloo) process group on CPU only when told to use the CPU; otherwise each process
+    would train alone. `accelerate launch --cpu` sets this itself but starts a single process unless an
+    MPI hostfile is configured.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    accelerators = [torch.cuda.is_available()]
+    if hasattr(torch, "xpu"):
+        accelerators.append(torch.xpu.is_available())
+    if hasattr(torch.backends, "mps"):
+        accelerators.append(torch.backends.mps.is_available())
+    return not any(accelerators)
+
+
+__all__ = ["multi_process_cpu_run", "process_count_warning", "requested_processes"]

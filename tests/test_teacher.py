@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from transformers import Dinov2Config, Dinov2Model
 
 from phreg_hf import student_from_base
-from phreg_hf.metrics import position_locked_energy
+from phreg_hf.evaluate.metrics import position_locked_energy
 from phreg_hf.synthetic import artifact_patch_indices, build_planted_artifact_model
 from phreg_hf.teacher import (
     DenoisingTeacher,

@@ -1,0 +1,18 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Offline demonstrations that combine the other packages: `probe_demo.py` distills a student from a planted-artifact
+model and measures base, teacher and student on a labelled synthetic task (`examples/probe_demo.py`).
+
+Imports: anything in phreg_hf (this is the top of the import graph, below only the CLI); nothing imports it.
+"""

@@ -1,0 +1,25 @@
+# Copyright 2026 The phreg-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The code a saved PH-Reg checkpoint carries for `trust_remote_code=True`.
+
+Exactly the files `save_pretrained` copies next to the weights, flat, under the same names:
+`configuration_phreg.py` (configs), `modeling_phreg.py` (the register mixin and one short adapter per backbone),
+`modeling_phreg_backbone.py` (the students as `AutoBackbone`s), `modeling_phreg_clip.py` (the full CLIP student),
+`clip_dense.py` (MaskCLIP / NACLIP dense paths) and `pipeline_phreg_segmentation.py` (the open-vocabulary
+segmentation pipeline).
+
+Imports: these files import only each other (relatively, from this folder), transformers, torch and the
+libraries transformers needs. Nothing else of phreg_hf: a Hub user without phreg-hf runs them as they are. This
+`__init__.py` is not copied and stays empty.
+"""
