@@ -241,31 +241,39 @@ def reference_resize(pixels_uint8: torch.Tensor, size: tuple[int, int]) -> torch
 
 @torch.no_grad()
 def encode_queries(
-    model, tokenizer, classes: Sequence[Sequence[str]], templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES
+    model,
+    tokenizer,
+    classes: Sequence[Sequence[str]],
+    templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
+    prompt_batch_size: int = 640,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt-ensemble text embeddings of every synonym.
+    """Prompt-ensemble text embeddings of every synonym (`prompt_batch_size` prompts per text-tower pass).
 
     Returns:
         `(Q, projection_dim)` L2-normalised query embeddings and `(Q,)` the class index of each query.
     """
     device = next(model.parameters()).device
     max_length = model.config.text_config.max_position_embeddings
-    queries, owners = [], []
-    for class_index, synonyms in enumerate(classes):
-        for name in synonyms:
-            tokens = tokenizer(
-                [template.format(name) for template in templates],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(device)
-            embeddings = model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-            ).pooler_output
-            embeddings = F.normalize(embeddings.float(), dim=-1).mean(dim=0)
-            queries.append(F.normalize(embeddings, dim=-1))
-            owners.append(class_index)
+    names = [(class_index, name) for class_index, synonyms in enumerate(classes) for name in synonyms]
+    prompts = [template.format(name) for _, name in names for template in templates]
+    # Prompts of many synonyms go through the text tower together (a benchmark has up to 171 classes x 80
+    # templates); the attention mask keeps padding out, so each prompt's embedding is what it is alone.
+    embeddings = []
+    for start in range(0, len(prompts), prompt_batch_size):
+        tokens = tokenizer(
+            prompts[start : start + prompt_batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        features = model.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        )
+        embeddings.append(F.normalize(features.pooler_output.float(), dim=-1))
+    per_name = torch.cat(embeddings).view(len(names), len(templates), -1).mean(dim=1)
+    queries = list(F.normalize(per_name, dim=-1))
+    owners = [class_index for class_index, _ in names]
     return torch.stack(queries), torch.tensor(owners, device=device)
 
 
