@@ -341,7 +341,10 @@ def load_image_and_label(image_value, label_value, rule: LabelRule, name: str):
             f"The image {name} cannot be read ({type(error).__name__}: {error}); remove it and its mask, or replace "
             "it."
         ) from None
-    labels = rule.decode(label_value, f"the mask of {name}")
+    is_file = isinstance(label_value, (str, os.PathLike))
+    labels = rule.decode(
+        label_value, f"the mask {label_value} (of {name})" if is_file else f"the mask of {name}"
+    )
     check_label_size(labels.shape, (image.height, image.width), name, image_value)
     return image, labels
 
