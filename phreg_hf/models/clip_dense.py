@@ -145,7 +145,9 @@ def reference_position_embeddings(table: torch.Tensor, grid_size: tuple[int, int
         return table
     grid = table[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
     resized = nn.functional.interpolate(
-        grid.float(),
+        grid.float()
+        if grid.dtype in (torch.float16, torch.bfloat16)
+        else grid,  # bicubic needs float32+ on CPU
         scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
         mode="bicubic",
         align_corners=False,
