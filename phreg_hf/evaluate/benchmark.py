@@ -234,11 +234,7 @@ def format_segmentation_table(summary: dict) -> str:
     count = len(done)
     lines.append(
         f"(mean over the {count} of {len(every)} sets run; paper: Table 1, OpenAI CLIP ViT-B/16"
-        + (
-            "; its 8-set means are MaskCLIP 32.21, NACLIP 39.41, PH-Reg 41.85)"
-            if count < len(every)
-            else ")"
-        )
+        + ("; its 8-set means are MaskCLIP 32.21, NACLIP 39.41, PH-Reg 41.85)" if count < len(every) else ")")
     )
     if summary.get("overridden"):
         lines.append(f"(preset settings overridden: {summary['overridden']})")

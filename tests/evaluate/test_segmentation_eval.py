@@ -45,7 +45,9 @@ def test_reduce_labels_and_mask_checks():
     assert LabelRule(3).apply(np.array([[0, 2, 255]]), "a.png").tolist() == [[0, 2, IGNORED]]
     with pytest.raises(ValueError, match=r"mask of a.png is 2x1 \(width x height\) but the image is 3x1"):
         check_label_size((1, 2), (1, 3), "a.png")
-    with pytest.raises(ValueError, match="a.png holds the value 3 at 1 pixels, but the class list has 3 classes"):
+    with pytest.raises(
+        ValueError, match="a.png holds the value 3 at 1 pixels, but the class list has 3 classes"
+    ):
         LabelRule(3).apply(np.array([[0, 3]]), "a.png")
 
 
