@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """The `phreg` command: `phreg push`, `phreg eval`, `phreg visualize`, `phreg segment`, `phreg eval-segmentation`,
-`phreg probe`.
+`phreg probe`, `phreg benchmark`.
 
 Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
 `phreg push --help` and friends print the options of the subcommand.
@@ -51,6 +51,11 @@ SUBCOMMANDS = {
         "mIoU of base CLIP (MaskCLIP, NACLIP) vs a CLIP student",
     ),
     "probe": ("phreg_hf.evaluate.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
+    "benchmark": (
+        "phreg_hf.evaluate.benchmark",
+        "benchmark_main",
+        "the paper's tables: `benchmark segmentation` (Table 1), `benchmark probe` (Table 2)",
+    ),
 }
 
 

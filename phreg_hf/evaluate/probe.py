@@ -139,6 +139,13 @@ class ProbeArguments:
     reduce_zero_label: bool = field(
         default=False, metadata={"help": "0 means 'no label' and other classes shift down by one (ADE20k)."}
     )
+    ignore_index: str | None = field(
+        default=None,
+        metadata={
+            "help": "Stored mask value that is not scored: a number, -1 for none, or auto (default: 255 when 255 "
+            "cannot be a class)."
+        },
+    )
     depth_scale: float | None = field(
         default=None,
         metadata={
@@ -149,7 +156,13 @@ class ProbeArguments:
         default=1e-3, metadata={"help": "Depths at or below this are invalid (not scored)."}
     )
     max_depth: float = field(
-        default=10.0, metadata={"help": "Largest depth (NYUv2: 10 m); deeper pixels are invalid."}
+        default=10.0, metadata={"help": "Depth limit (NYUv2: 10 m); pixels at or beyond it are invalid."}
+    )
+    eval_crop: str | None = field(
+        default=None,
+        metadata={
+            "help": "Score depth only inside top,bottom,left,right of each map (NYUv2's Eigen crop: 45,471,41,601)."
+        },
     )
     depth_bins: int = field(
         default=256, metadata={"help": "Bins of the depth head (DINOv2's linear probe: 256)."}
@@ -229,14 +242,38 @@ class ProbeArguments:
             raise ValueError(
                 f"Need 0 <= --min_depth < --max_depth, got {self.min_depth} and {self.max_depth}."
             )
-        if self.num_classes is not None and not 1 <= self.num_classes <= IGNORE_INDEX:
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"--num_classes must be >= 1, got {self.num_classes}.")
+        self.label_settings().rule  # noqa: B018 - refuses an ignore value that is also a class, naming both
+        self.parsed_eval_crop()
+
+    def parsed_eval_crop(self) -> tuple[int, int, int, int] | None:
+        if self.eval_crop is None or self.eval_crop == "":
+            return None
+        try:
+            top, bottom, left, right = (int(v) for v in str(self.eval_crop).split(","))
+        except ValueError:
             raise ValueError(
-                f"--num_classes must be in [1, {IGNORE_INDEX}] ({IGNORE_INDEX} is the ignore label)."
+                f"--eval_crop must be top,bottom,left,right (e.g. 45,471,41,601), got {self.eval_crop!r}."
+            ) from None
+        if not (0 <= top < bottom and 0 <= left < right):
+            raise ValueError(
+                f"--eval_crop {self.eval_crop} is an empty region; need top < bottom, left < right."
             )
+        return top, bottom, left, right
 
     def label_settings(self) -> LabelSettings:
+        from .label_maps import parse_ignore_index
+
         return LabelSettings(
-            self.task, self.reduce_zero_label, self.depth_scale, self.min_depth, self.max_depth
+            self.task,
+            self.reduce_zero_label,
+            self.depth_scale,
+            self.min_depth,
+            self.max_depth,
+            num_classes=self.num_classes,
+            ignore_index=parse_ignore_index(self.ignore_index),
+            eval_crop=self.parsed_eval_crop(),
         )
 
 
@@ -293,7 +330,7 @@ def confusion_matrix(
     if target.numel() and int(target.max()) >= num_classes:
         raise ValueError(
             f"A label holds class {int(target.max())} but there are {num_classes} classes; pass --num_classes "
-            f"{int(target.max()) + 1} or more (or mark unlabelled pixels {ignore_index})."
+            f"{int(target.max()) + 1} or more (or mark unlabelled pixels with the ignore value)."
         )
     return torch.bincount(target * num_classes + prediction, minlength=num_classes**2).view(
         num_classes, num_classes
@@ -557,7 +594,7 @@ class LinearProbe:
             if task == "segmentation":
                 totals += confusion_matrix(output.argmax(0), label, data.num_classes)
             else:
-                valid = data.labels.valid(label)
+                valid = data.labels.scored(label, f"the depth map of {data.eval.names[index]}")
                 totals[:3] += depth_image_errors(output[0], label.float(), valid).to(totals)
                 totals[3] += 1
         totals = accelerator.reduce(totals, reduction="sum").cpu()

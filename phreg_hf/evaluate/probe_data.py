@@ -19,8 +19,9 @@ Two sources, both read lazily (one pair decoded at a time):
   same relative path without extension (`images/a/x.jpg` <-> `masks/a/x.png`);
 - any Hugging Face dataset with an image column and a label column (`--dataset_name ID --split train`).
 
-Segmentation masks hold class indices (a grey "L" or palette "P" PNG; 16-bit works too); `ignore_index` (255)
-marks pixels without a label. Depth maps are 16-bit PNGs (NYUv2 stores millimetres: the default
+Segmentation masks hold class indices (a grey "L" or palette "P" PNG; 16-bit works too) and are read by
+`label_maps` under the one rule every command shares (`label_maps.LabelRule`: 255 = not labelled where the class
+count allows it, `--reduce_zero_label`, `--ignore_index`); unlabelled pixels are `IGNORE_INDEX` (-1) inside. Depth maps are 16-bit PNGs (NYUv2 stores millimetres: the default
 `depth_scale` turns integer maps into metres by dividing by 1000), float TIFFs or `.npy` arrays (metres
 already, divided by 1); a value of 0, NaN or inf is "no measurement".
 
@@ -36,6 +37,7 @@ the base model and the student see exactly the same crops.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,13 +46,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from ..data import UNREADABLE_IMAGE_ERRORS, image_extensions, open_pil, to_rgb
+from .label_maps import IGNORED, LabelRule, check_label_size, exif_orientation, infer_num_classes
 
 TASKS = ("segmentation", "depth")
-IGNORE_INDEX = 255
+# Unlabelled pixels inside the probe (label_maps.IGNORED): never a class index, whatever the class count.
+IGNORE_INDEX = IGNORED
 # Label columns tried, in order, when a Hub dataset is given without --label_column.
 DEFAULT_LABEL_COLUMNS = {
     "segmentation": ("annotation", "semantic_segmentation", "label", "mask", "segmentation"),
@@ -79,7 +83,8 @@ def _open_image(value, name: str) -> Image.Image:
 
 
 def decode_rgb(value, name: str) -> Image.Image:
-    """An RGB PIL image; ValueError naming `name` when it cannot be decoded."""
+    """An RGB PIL image, upright (EXIF orientation applied, as its label is checked); ValueError naming `name` when
+    it cannot be decoded."""
     image = _open_image(value, name)
     try:
         image.load()
@@ -87,7 +92,12 @@ def decode_rgb(value, name: str) -> Image.Image:
         raise ValueError(
             f"{name} cannot be decoded ({type(error).__name__}: {error}); remove it and its label, or replace it."
         ) from None
-    return to_rgb(image)
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _exif_transposes(image: Image.Image) -> bool:
+    """Whether the EXIF orientation turns the image by 90 degrees (its upright width and height swap)."""
+    return exif_orientation(image) in (5, 6, 7, 8)
 
 
 def _label_array(value, name: str) -> np.ndarray:
@@ -115,20 +125,15 @@ def _label_array(value, name: str) -> np.ndarray:
     return array
 
 
-def decode_mask(value, name: str, reduce_zero_label: bool = False) -> np.ndarray:
-    """`(H, W)` int64 class indices; IGNORE_INDEX where unlabelled.
+def decode_mask(
+    value, name: str, reduce_zero_label: bool = False, num_classes: int | None = None, ignore_index="auto"
+) -> np.ndarray:
+    """`(H, W)` int64 class indices; IGNORE_INDEX where unlabelled (`label_maps.LabelRule.decode`).
 
     `reduce_zero_label` (ADE20k's convention): 0 means "no label" and becomes IGNORE_INDEX, other classes shift
-    down by one.
+    down by one; the ignore value (255 by default) stays ignored.
     """
-    array = _label_array(value, name)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise ValueError(f"{name} holds non-integer values; a mask must hold class indices.")
-    mask = array.astype(np.int64)
-    if reduce_zero_label:
-        mask = np.where(mask == 0, IGNORE_INDEX + 1, mask) - 1
-    return mask
+    return LabelRule(num_classes, reduce_zero_label, ignore_index).decode(value, name)
 
 
 def decode_depth(value, name: str, depth_scale: float | None = None) -> np.ndarray:
@@ -304,17 +309,42 @@ class LabelSettings:
     depth_scale: float | None = None
     min_depth: float = 1e-3
     max_depth: float = 10.0
+    num_classes: int | None = None
+    ignore_index: int | str | None = "auto"
+    eval_crop: tuple[int, int, int, int] | None = (
+        None  # (top, bottom, left, right): the scored region (Eigen)
+    )
+
+    @property
+    def rule(self) -> LabelRule:
+        return LabelRule(self.num_classes, self.reduce_zero_label, self.ignore_index)
 
     def decode(self, value, name: str) -> np.ndarray:
         if self.task == "segmentation":
-            return decode_mask(value, name, self.reduce_zero_label)
+            return self.rule.decode(value, name)
         return decode_depth(value, name, self.depth_scale)
 
     def valid(self, label: np.ndarray | torch.Tensor):
-        """Pixels that count: not IGNORE_INDEX (segmentation); min_depth < depth <= max_depth (depth)."""
+        """Pixels that count: not IGNORE_INDEX (segmentation); min_depth < depth < max_depth (depth, strict as the
+        reference's NYU evaluation)."""
         if self.task == "segmentation":
             return label != IGNORE_INDEX
-        return (label > self.min_depth) & (label <= self.max_depth)
+        return (label > self.min_depth) & (label < self.max_depth)
+
+    def scored(self, label: torch.Tensor, name: str = "a label") -> torch.Tensor:
+        """`valid`, and inside `eval_crop` when one is set (the Eigen crop [45:471, 41:601] of NYUv2's 480x640)."""
+        valid = self.valid(label)
+        if self.eval_crop is None:
+            return valid
+        top, bottom, left, right = self.eval_crop
+        if label.shape[-2] < bottom or label.shape[-1] < right:
+            raise ValueError(
+                f"--eval_crop {top},{bottom},{left},{right} does not fit {name} of {label.shape[-1]}x{label.shape[-2]} "
+                "(width x height); the Eigen crop is for NYUv2's 480x640 maps. Drop --eval_crop or fix the data."
+            )
+        region = torch.zeros_like(valid)
+        region[..., top:bottom, left:right] = True
+        return valid & region
 
 
 def check_pairs(source: LabelledSource, labels: LabelSettings, role: str, progress: bool = True) -> int:
@@ -326,21 +356,19 @@ def check_pairs(source: LabelledSource, labels: LabelSettings, role: str, progre
     largest = -1
     for index in tqdm(range(len(source)), desc=f"checking {role} labels", unit="pair", disable=not progress):
         image, label, name = source.images[index], source.labels[index], source.names[index]
-        width, height = _open_image(image, name).size
+        opened = _open_image(image, name)
+        width, height = opened.size
+        if _exif_transposes(opened):
+            width, height = height, width  # images are read upright (EXIF applied)
         array = labels.decode(label, f"the label of {name}")
-        if array.shape != (height, width):
-            raise ValueError(
-                f"The label of {name} is {array.shape[1]}x{array.shape[0]} (width x height) but the image is "
-                f"{width}x{height}; each label must have its image's size. Resize the label with nearest-neighbour "
-                "interpolation (never bilinear, which invents classes), or fix the pairing."
-            )
+        check_label_size(array.shape, (height, width), name, image)
         valid = labels.valid(array)
         if labels.task == "depth" and not valid.any():
             positive = array[array > 0]
             seen = f"values {positive.min():.4g}..{positive.max():.4g}" if positive.size else "only zeros"
             raise ValueError(
                 f"The depth map of {name} has no valid pixel ({seen} after --depth_scale; valid is "
-                f"{labels.min_depth} < depth <= {labels.max_depth}). Remove the pair, or fix --depth_scale / "
+                f"{labels.min_depth} < depth < {labels.max_depth}). Remove the pair, or fix --depth_scale / "
                 "--min_depth / --max_depth."
             )
         if labels.task == "segmentation" and valid.any():
@@ -554,14 +582,15 @@ def prepare_data(
     largest_eval = check_pairs(evaluation, labels, "evaluation", progress)
     num_classes = None
     if args.task == "segmentation":
-        num_classes = args.num_classes or largest + 1
-        if num_classes < 1:
-            raise ValueError(f"Every training mask of {train.description} is unlabelled ({IGNORE_INDEX}).")
+        # With --num_classes the rule has checked every mask against it; else the class count is inferred
+        # (and 16-bit masks above 255 are refused, see label_maps.infer_num_classes).
+        num_classes = args.num_classes or infer_num_classes(largest, labels.rule, train.description)
         if max(largest, largest_eval) >= num_classes:
             raise ValueError(
-                f"Masks hold class {max(largest, largest_eval)} but --num_classes is {num_classes}; pass "
-                f"--num_classes {max(largest, largest_eval) + 1}."
+                f"The evaluation masks hold class {max(largest, largest_eval)} but the training masks only reach "
+                f"class {num_classes - 1}; pass --num_classes {max(largest, largest_eval) + 1}."
             )
+        labels = dataclasses.replace(labels, num_classes=num_classes)
     return ProbeData(train, evaluation, labels, num_classes, tuple(image_mean), tuple(image_std))
 
 

@@ -16,12 +16,17 @@
 The paper's CLIP table, on your labelled images: the base model through MaskCLIP's value path and through NACLIP's
 reduced last layer, and the student through its distilled value path, all with the same segmentation protocol
 (`pipeline_phreg_segmentation.py`) on the same images. The metric is the usual confusion-matrix IoU, accumulated
-over the whole set with torchmetrics' `MulticlassConfusionMatrix` (label 255 ignored): per class
+over the whole set with torchmetrics' `MulticlassConfusionMatrix` (ignored pixels left out): per class
 `IoU = TP / (TP + FP + FN)`; a class absent from both ground truth and predictions has no IoU (null in the JSON)
-and is left out of the mean, as in mmsegmentation. `--reduce_labels` maps ADE-style masks (0 = "other") to
-0 -> 255, k -> k - 1, as transformers' image processors do.
+and is left out of the mean, as in mmsegmentation. Masks are read by `label_maps` (one rule for every command:
+255 = ignore where the class count allows it, `--reduce_zero_label` for ADE-style masks whose 0 means "other").
 
     phreg eval-segmentation --model STUDENT --base BASE --images DIR --masks DIR --class_names FILE --out report.json
+    phreg eval-segmentation --model STUDENT --base BASE --benchmark voc21 --data_root data/ --out report.json
+
+`--benchmark NAME` takes the class file, settings, label rule and layout of one of the paper's benchmarks
+(`presets.SEGMENTATION_PRESETS`); every option given on the command line still wins, and the report lists what
+was overridden. `--check_data` only checks the data (no model is loaded).
 """
 
 from __future__ import annotations
@@ -29,13 +34,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..models.pipeline_phreg_segmentation import (
     DEFAULT_CROP_SIZE,
@@ -43,27 +47,33 @@ from ..models.pipeline_phreg_segmentation import (
     DEFAULT_SHORT_SIDE,
     DEFAULT_STRIDE,
 )
+from .label_maps import IGNORED, LabelRule, load_image_and_label, parse_ignore_index
 
-IGNORE_INDEX = 255
-
-
-def reduce_labels(mask: np.ndarray) -> np.ndarray:
-    """ADE-style `(H, W)` mask: 0 ("other") -> 255 (ignored), every other label k -> k - 1."""
-    mask = mask.astype(np.int64)
-    return np.where(mask == 0, IGNORE_INDEX, np.where(mask == IGNORE_INDEX, IGNORE_INDEX, mask - 1))
+# Settings a preset sets and an option overrides, with the value used when neither gives one.
+BUILTIN_SETTINGS = {
+    "short_side": DEFAULT_SHORT_SIDE,
+    "crop_size": DEFAULT_CROP_SIZE,
+    "stride": DEFAULT_STRIDE,
+    "prob_threshold": 0.0,
+    "logit_scale": DEFAULT_LOGIT_SCALE,
+    "reduce_zero_label": False,
+    "ignore_index": "auto",
+    "resize": "torch",
+    "position_interpolation": "transformers",
+}
 
 
 class IoUAccumulator:
-    """Confusion-matrix IoU over a set of `(H, W)` predictions and ground truths (label 255 ignored)."""
+    """Confusion-matrix IoU over a set of `(H, W)` predictions and ground truths (`ignore_index` pixels skipped)."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORED):
         from torchmetrics.classification import MulticlassConfusionMatrix
 
         self.num_classes = num_classes
-        self.confusion = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=IGNORE_INDEX)
+        self.confusion = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """`(H, W)` predicted class indices and `(H, W)` ground truth (255 = ignore)."""
+        """`(H, W)` predicted class indices and `(H, W)` ground truth (`ignore_index` = not scored)."""
         self.confusion.update(prediction.reshape(-1).long(), target.reshape(-1).long())
 
     def per_class_iou(self) -> list[float]:
@@ -78,20 +88,7 @@ class IoUAccumulator:
         return float(np.mean(values)) if values else float("nan")
 
 
-def check_mask(mask: np.ndarray, image_size: tuple[int, int], num_classes: int, name: str) -> None:
-    """ValueError naming the file and the fix when a mask does not fit its image or the class list."""
-    if mask.shape != image_size:
-        raise ValueError(
-            f"The mask of {name} is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
-            f"{image_size[1]}x{image_size[0]}; masks must have the size of their image (resize with nearest neighbour)."
-        )
-    valid = mask[mask != IGNORE_INDEX]
-    if valid.size and int(valid.max()) >= num_classes:
-        raise ValueError(
-            f"The mask of {name} holds label {int(valid.max())}, but --class_names lists only {num_classes} classes "
-            f"(labels 0..{num_classes - 1}, 255 = ignore). Add the missing classes, or pass --reduce_labels for "
-            "ADE-style masks whose 0 means 'other'."
-        )
+_PRESET_HELP = " (default: the --benchmark preset's, else {})"
 
 
 @dataclass
@@ -100,16 +97,32 @@ class EvalSegmentationArguments:
 
     model: str = field(metadata={"help": "Folder or Hub id of the PH-Reg CLIP student."})
     base: str = field(metadata={"help": "Folder or Hub id of the base CLIP it was distilled from."})
-    class_names: str = field(
-        metadata={"help": "Class file: one class per line, line i = label i - 1, synonyms split by ', '."}
-    )
     out: str = field(metadata={"help": "Where the JSON report goes (e.g. report.json)."})
+    benchmark: str | None = field(
+        default=None,
+        metadata={
+            "help": "One of the paper's benchmarks (voc21, context60, coco_object, voc20, context59, coco_stuff, "
+            "cityscapes, ade20k): its class file, settings, label rule and layout under --data_root."
+        },
+    )
+    data_root: str | None = field(
+        default=None,
+        metadata={"help": "With --benchmark: MMSegmentation's data/ folder (or the set's own folder)."},
+    )
+    check_data: bool = field(
+        default=False, metadata={"help": "Only check the data (counts, pairing, label values) and exit."}
+    )
+    class_names: str | None = field(
+        default=None,
+        metadata={
+            "help": "Class file: one class per line, line i = label i - 1, synonyms split by ', ' (default: the "
+            "--benchmark preset's)."
+        },
+    )
     images: str | None = field(default=None, metadata={"help": "Folder of images (with --masks)."})
     masks: str | None = field(
         default=None,
-        metadata={
-            "help": "Folder of label PNGs with the images' relative paths (pixel = class index, 255 = ignore)."
-        },
+        metadata={"help": "Folder of label PNGs with the images' relative paths (pixel = class index)."},
     )
     dataset_name: str | None = field(
         default=None, metadata={"help": "A datasets id instead of --images/--masks."}
@@ -118,21 +131,61 @@ class EvalSegmentationArguments:
     split: str = field(default="validation", metadata={"help": "Split of --dataset_name."})
     image_column: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
     label_column: str = field(default="annotation", metadata={"help": "Label-map column of --dataset_name."})
-    reduce_labels: bool = field(
-        default=False, metadata={"help": "ADE-style masks: 0 ('other') -> ignored, k -> k - 1."}
+    reduce_zero_label: bool | None = field(
+        default=None,
+        metadata={
+            "help": "ADE-style masks: 0 ('other') -> ignored, k -> k - 1" + _PRESET_HELP.format("off") + "."
+        },
+    )
+    reduce_labels: bool = field(default=False, metadata={"help": "Older name of --reduce_zero_label."})
+    ignore_index: str | None = field(
+        default=None,
+        metadata={
+            "help": "Stored mask value that is not scored: a number, -1 for none, or auto (255 when 255 cannot be a "
+            "class)" + _PRESET_HELP.format("auto") + "."
+        },
     )
     max_images: int | None = field(default=None, metadata={"help": "Evaluate at most this many images."})
-    prob_threshold: float = field(
-        default=0.0, metadata={"help": "Background threshold on the top class probability (VOC21: 0.1)."}
+    prob_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Background threshold on the top class probability" + _PRESET_HELP.format("0") + "."
+        },
     )
-    logit_scale: float = field(
-        default=DEFAULT_LOGIT_SCALE, metadata={"help": "Softmax scale on cosine logits."}
+    logit_scale: float | None = field(
+        default=None,
+        metadata={"help": "Softmax scale on cosine logits" + _PRESET_HELP.format(DEFAULT_LOGIT_SCALE) + "."},
     )
-    short_side: int = field(
-        default=DEFAULT_SHORT_SIDE, metadata={"help": "Resize the short side to this first."}
+    short_side: int | None = field(
+        default=None,
+        metadata={
+            "help": "Resize the short side to this first" + _PRESET_HELP.format(DEFAULT_SHORT_SIDE) + "."
+        },
     )
-    crop_size: int = field(default=DEFAULT_CROP_SIZE, metadata={"help": "Sliding-window crop in pixels."})
-    stride: int = field(default=DEFAULT_STRIDE, metadata={"help": "Sliding-window stride in pixels."})
+    crop_size: int | None = field(
+        default=None,
+        metadata={"help": "Sliding-window crop in pixels" + _PRESET_HELP.format(DEFAULT_CROP_SIZE) + "."},
+    )
+    stride: int | None = field(
+        default=None,
+        metadata={"help": "Sliding-window stride in pixels" + _PRESET_HELP.format(DEFAULT_STRIDE) + "."},
+    )
+    resize: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch, or reference (mmcv imrescale: uint8 bilinear, long side capped at 2048)"
+            + _PRESET_HELP.format("torch")
+            + "."
+        },
+    )
+    position_interpolation: str | None = field(
+        default=None,
+        metadata={
+            "help": "transformers, or reference (bicubic with scale factor (n + 0.1) / N, as NACLIP / PH-Reg)"
+            + _PRESET_HELP.format("transformers")
+            + "."
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "Crops per forward pass."})
     device: str | None = field(
         default=None, metadata={"help": "'cpu', 'cuda', ... (default: cuda if available)."}
@@ -141,13 +194,19 @@ class EvalSegmentationArguments:
 
     def validate(self) -> None:
         folders = self.images is not None or self.masks is not None
-        if folders == (self.dataset_name is not None) or (
-            folders and (self.images is None or self.masks is None)
-        ):
+        sources = int(folders) + int(self.dataset_name is not None) + int(self.data_root is not None)
+        if sources != 1 or (folders and (self.images is None or self.masks is None)):
             raise ValueError(
-                "Pass either --images DIR --masks DIR, or --dataset_name ID (with --split/--image_column/--label_column)."
+                "Pass either --images DIR --masks DIR, or --dataset_name ID (with --split/--image_column/"
+                "--label_column), or --benchmark NAME --data_root DIR."
             )
-        if Path(self.out).exists() and not self.overwrite:
+        if self.data_root is not None and self.benchmark is None:
+            raise ValueError("--data_root needs --benchmark NAME (the layout to read it with).")
+        if self.class_names is None and self.benchmark is None:
+            raise ValueError(
+                "Pass --class_names FILE (one class per line), or --benchmark NAME for a preset's."
+            )
+        if not self.check_data and Path(self.out).exists() and not self.overwrite:
             raise ValueError(
                 f"--out {self.out} already exists; pass --overwrite to replace it, or another path."
             )
@@ -155,28 +214,73 @@ class EvalSegmentationArguments:
             raise ValueError(f"--max_images must be >= 1, got {self.max_images}.")
 
 
-def iterate_labelled_images(args: EvalSegmentationArguments) -> Iterator[tuple[str, Image.Image, np.ndarray]]:
-    """`(name, RGB image, (H, W) int64 mask)` pairs from the folders or the dataset (before label checks)."""
-    if args.dataset_name is not None:
-        import datasets
+def resolve_settings(args: EvalSegmentationArguments) -> tuple[dict, dict]:
+    """`(settings, overridden)`: every preset-able setting (class file included) resolved as option > preset >
+    built-in default; `overridden` maps each option that replaced a preset value to `{"preset": v, "given": v}`."""
+    from .presets import segmentation_preset
 
-        dataset = datasets.load_dataset(args.dataset_name, args.dataset_config, split=args.split)
-        for column in (args.image_column, args.label_column):
-            if column not in dataset.column_names:
-                raise ValueError(
-                    f"{args.dataset_name} has no column {column!r} (columns: {dataset.column_names}); pass "
-                    "--image_column / --label_column."
-                )
-        for index, example in enumerate(dataset):
-            yield (
-                f"{args.dataset_name}[{index}]",
-                example[args.image_column].convert("RGB"),
-                np.array(example[args.label_column]).astype(np.int64),
+    preset = segmentation_preset(args.benchmark).settings() if args.benchmark else {}
+    given = {name: getattr(args, name) for name in (*BUILTIN_SETTINGS, "class_names")}
+    if args.reduce_labels:
+        given["reduce_zero_label"] = (
+            True if given["reduce_zero_label"] is None else given["reduce_zero_label"]
+        )
+    if given["ignore_index"] is not None:
+        given["ignore_index"] = parse_ignore_index(given["ignore_index"])
+    settings, overridden = {}, {}
+    for name, value in given.items():
+        default = preset.get(name, BUILTIN_SETTINGS.get(name))
+        settings[name] = default if value is None else value
+        if value is not None and name in preset and preset[name] != value:
+            overridden[name] = {"preset": preset[name], "given": value}
+    return settings, overridden
+
+
+SEGMENTER_SETTINGS = ("short_side", "crop_size", "stride", "prob_threshold", "logit_scale", "resize")
+SEGMENTER_SETTINGS += ("position_interpolation",)
+
+
+def label_rule(settings: dict, num_classes: int) -> LabelRule:
+    return LabelRule(num_classes, bool(settings["reduce_zero_label"]), settings["ignore_index"])
+
+
+def labelled_pairs(args: EvalSegmentationArguments) -> tuple[Iterable[tuple[str, object, object]], str]:
+    """`(name, image, mask)` triples (undecoded: paths or bytes) from the folders, the dataset or the preset's
+    layout, and a description of where they came from."""
+    if args.dataset_name is not None:
+        return _dataset_pairs(args), f"{args.dataset_name} ({args.split})"
+    if args.data_root is not None:
+        from .benchmark_data import pairs_of
+        from .presets import segmentation_preset
+
+        preset = segmentation_preset(args.benchmark)
+        pairs = pairs_of(args.data_root, preset.layout, f"{preset.name} ({preset.split})")
+        return list(zip(pairs.names, pairs.images, pairs.labels, strict=True)), pairs.description
+    return _folder_pairs(Path(args.images), Path(args.masks)), str(args.images)
+
+
+def _dataset_pairs(args: EvalSegmentationArguments) -> Iterator[tuple[str, object, object]]:
+    import datasets
+
+    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config, split=args.split)
+    for column in (args.image_column, args.label_column):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"{args.dataset_name} has no column {column!r} (columns: {dataset.column_names}); pass "
+                "--image_column / --label_column."
             )
-        return
+    for column in (args.image_column, args.label_column):
+        if isinstance(dataset.features[column], datasets.Image):
+            # undecoded bytes: our decoders see the file format (a JPEG mask is refused) and the EXIF orientation
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    for index in range(len(dataset)):
+        example = dataset[index]
+        yield f"{args.dataset_name}[{index}]", example[args.image_column], example[args.label_column]
+
+
+def _folder_pairs(images_root: Path, masks_root: Path) -> Iterator[tuple[str, object, object]]:
     from ..data import image_extensions, list_image_files
 
-    images_root, masks_root = Path(args.images), Path(args.masks)
     if not masks_root.is_dir():
         raise FileNotFoundError(f"--masks {masks_root} is not a folder; pass the folder of label PNGs.")
     for path in list_image_files(images_root, option="--images"):
@@ -190,86 +294,179 @@ def iterate_labelled_images(args: EvalSegmentationArguments) -> Iterator[tuple[s
                 f"No mask for {path} in --masks {masks_root} (looked for {candidates[0]}); every image needs a label "
                 "map with the same relative path."
             )
-        yield str(relative), Image.open(path).convert("RGB"), np.array(Image.open(mask_path)).astype(np.int64)
+        yield str(relative), path, mask_path
 
 
-def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True) -> dict:
-    """Run the evaluation; returns the report (also written to `args.out`)."""
+def iterate_labelled_images(args: EvalSegmentationArguments, rule: LabelRule | None = None):
+    """`(name, RGB image, (H, W) int64 labels)` of every pair, decoded and checked under `rule` (default: the
+    resolved settings' rule with no class count check)."""
+    if rule is None:
+        settings, _ = resolve_settings(args)
+        rule = LabelRule(None, bool(settings["reduce_zero_label"]), settings["ignore_index"])
+    pairs, _ = labelled_pairs(args)
+    for name, image_value, label_value in pairs:
+        image, labels = load_image_and_label(image_value, label_value, rule, name)
+        yield name, image, labels
+
+
+def score_rows(
+    segmenters: dict,
+    pairs: Iterable[tuple[str, object, object]],
+    rule: LabelRule,
+    max_images: int | None = None,
+    progress: bool = True,
+    description: str = "eval-segmentation",
+    total: int | None = None,
+) -> tuple[dict[str, IoUAccumulator], int]:
+    """Run every segmenter on every pair; returns per row its `IoUAccumulator`, and the number of images."""
     from tqdm.auto import tqdm
 
-    from ..models.pipeline_phreg_segmentation import OpenVocabularySegmenter, read_class_file
-    from .artifacts import resolve_device
-    from .segmentation import load_segmentation_model, segmenter_settings
-
-    args.validate()
-    if not Path(args.class_names).is_file():
-        raise FileNotFoundError(
-            f"--class_names {args.class_names} does not exist; pass a file, one class per line."
-        )
-    classes = read_class_file(args.class_names)
-    device = resolve_device(args.device)
-    settings = segmenter_settings(args)
-    segmenters = {}
-    for name, path in (("base_maskclip", args.base), ("student", args.model)):
-        model, tokenizer, processor = load_segmentation_model(path, device=device)
-        segmenters[name] = OpenVocabularySegmenter(
-            model, tokenizer, processor.image_mean, processor.image_std, classes, mode="maskclip", **settings
-        )
-    # The NACLIP baseline: the same base model and class embeddings, the other dense path.
-    segmenters["base_naclip"] = copy.copy(segmenters["base_maskclip"])
-    segmenters["base_naclip"].mode = "naclip"
-    rows = {
-        name: {
-            "model": args.model if name == "student" else args.base,
-            "mode": segmenters[name].mode,
-            "segmenter": segmenters[name],
-            "iou": IoUAccumulator(len(classes)),
-        }
-        for name in ("base_maskclip", "base_naclip", "student")
-    }
+    accumulators = {name: IoUAccumulator(rule.num_classes) for name in segmenters}
     count = 0
-    for image_name, image, mask in tqdm(
-        iterate_labelled_images(args), desc="eval-segmentation", disable=not progress
+    if max_images is not None and total is not None:
+        total = min(total, max_images)
+    for name, image_value, label_value in tqdm(
+        pairs, desc=description, unit="image", total=total, disable=not progress
     ):
-        if args.reduce_labels:
-            mask = reduce_labels(mask)
-        check_mask(mask, (image.height, image.width), len(classes), image_name)
-        target = torch.from_numpy(mask)
-        for row in rows.values():
-            row["iou"].update(row["segmenter"].predict(image).label_map, target)
+        image, labels = load_image_and_label(image_value, label_value, rule, name)
+        target = torch.from_numpy(labels)
+        for row, segmenter in segmenters.items():
+            accumulators[row].update(segmenter.predict(image).label_map, target)
         count += 1
-        if args.max_images is not None and count >= args.max_images:
+        if max_images is not None and count >= max_images:
             break
     if count == 0:
         raise ValueError("No labelled image was found to evaluate on.")
+    return accumulators, count
+
+
+def build_segmenters(loaded: dict, rows, classes, settings: dict, batch_size: int) -> dict:
+    """One `OpenVocabularySegmenter` per row (`presets.SegmentationRow`); rows of the same model share the text
+    embeddings (a shallow copy with another dense mode). `loaded`: row option -> (model, tokenizer, processor)."""
+    from ..models.pipeline_phreg_segmentation import OpenVocabularySegmenter
+
+    options = {name: settings[name] for name in SEGMENTER_SETTINGS}
+    segmenters, by_option = {}, {}
+    for row in rows:
+        if row.option in by_option:
+            segmenter = copy.copy(by_option[row.option])
+            segmenter.mode = row.mode
+        else:
+            model, tokenizer, processor = loaded[row.option]
+            segmenter = OpenVocabularySegmenter(
+                model,
+                tokenizer,
+                processor.image_mean,
+                processor.image_std,
+                classes,
+                mode=row.mode,
+                batch_size=batch_size,
+                **options,
+            )
+            by_option[row.option] = segmenter
+        segmenters[row.name] = segmenter
+    return segmenters
+
+
+def finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
+
+
+def rows_report(rows, accumulators: dict, models: dict[str, str], names: list[str]) -> dict:
+    """The "rows" of a report: per row its model, dense mode, mIoU and per-class IoU (fractions, None = no IoU)."""
+    return {
+        row.name: {
+            "model": models[row.option],
+            "mode": row.mode,
+            "miou": finite(accumulators[row.name].mean_iou()),
+            "per_class_iou": {
+                c: finite(v) for c, v in zip(names, accumulators[row.name].per_class_iou(), strict=True)
+            },
+        }
+        for row in rows
+    }
+
+
+def write_json_atomically(path: str | Path, report: dict) -> Path:
+    """Write `report` to `path` through a temporary file in the same folder and a rename (a run killed while
+    writing never leaves half a report)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True) -> dict:
+    """Run the evaluation; returns the report (also written to `args.out`), or the data check (`--check_data`)."""
+    from ..models.pipeline_phreg_segmentation import read_class_file
+    from .artifacts import resolve_device
+    from .presets import SEGMENTATION_ROWS
+    from .segmentation import load_segmentation_model
+
+    args.validate()
+    settings, overridden = resolve_settings(args)
+    if not Path(settings["class_names"]).is_file():
+        raise FileNotFoundError(
+            f"--class_names {settings['class_names']} does not exist; pass a file, one class per line."
+        )
+    classes = read_class_file(settings["class_names"])
+    rule = label_rule(settings, len(classes))
+    if args.check_data:
+        return check_data_report(args, rule, progress)
+    pairs, description = labelled_pairs(args)
+    device = resolve_device(args.device)
+    loaded = {
+        option: load_segmentation_model(getattr(args, option), device=device) for option in ("base", "model")
+    }
+    segmenters = build_segmenters(loaded, SEGMENTATION_ROWS, classes, settings, args.batch_size)
+    total = len(pairs) if isinstance(pairs, list) else None
+    accumulators, count = score_rows(segmenters, pairs, rule, args.max_images, progress, total=total)
     names = [synonyms[0] for synonyms in classes]
-
-    def finite(value: float) -> float | None:
-        return None if math.isnan(value) else round(value, 6)
-
     report = {
         "task": "zero-shot open-vocabulary semantic segmentation",
+        "benchmark": args.benchmark,
         "num_images": count,
-        "images": args.dataset_name or args.images,
+        "images": description,
         "classes": names,
-        "settings": {**settings, "reduce_labels": args.reduce_labels, "ignore_index": IGNORE_INDEX},
-        "rows": {
-            name: {
-                "model": row["model"],
-                "mode": row["mode"],
-                "miou": finite(row["iou"].mean_iou()),
-                "per_class_iou": {
-                    c: finite(v) for c, v in zip(names, row["iou"].per_class_iou(), strict=True)
-                },
-            }
-            for name, row in rows.items()
-        },
+        "settings": {**settings, **rule.describe()},
+        "overridden": overridden,
+        "rows": rows_report(SEGMENTATION_ROWS, accumulators, {"base": args.base, "model": args.model}, names),
         "args": asdict(args),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomically(args.out, report)
     return report
+
+
+def check_data_report(args: EvalSegmentationArguments, rule: LabelRule, progress: bool = True) -> dict:
+    """`--check_data`: the preset layout's split checked (`benchmark_data.check_layout`), or every folder pair
+    decoded under the rule; `{"check": text, "ok": bool}`."""
+    from .benchmark_data import SplitCheck, check_layout, format_checks
+    from .presets import segmentation_preset
+
+    if args.data_root is not None:
+        preset = segmentation_preset(args.benchmark)
+        check = check_layout(args.data_root, preset.layout, f"{preset.name} ({preset.split})", rule, progress)
+    else:
+        check = SplitCheck(str(args.dataset_name or args.images))
+        pairs, check.description = labelled_pairs(args)
+        for name, image_value, label_value in pairs:
+            check.num_images += 1
+            try:
+                load_image_and_label(image_value, label_value, rule, name)
+                check.num_labels += 1
+            except ValueError as error:
+                check.problems.append(str(error))
+    return {"check": format_checks([check]), "ok": check.ok}
 
 
 def format_report(report: dict) -> str:
@@ -287,12 +484,14 @@ def format_report(report: dict) -> str:
         lines.append(f"{name:<{width}}" + "".join(cell(rows[c]["per_class_iou"][name]) for c in columns))
     lines.append("-" * len(lines[0]))
     lines.append(f"{'mIoU':<{width}}" + "".join(cell(rows[c]["miou"]) for c in columns))
-    lines.append(f"({report['num_images']} images; IoU in %, label 255 ignored)")
+    ignore = report.get("settings", {}).get("ignore_index", 255)
+    ignored = f"label {ignore} ignored" if ignore is not None else "no label ignored"
+    lines.append(f"({report['num_images']} images; IoU in %, {ignored})")
     return "\n".join(lines)
 
 
 def eval_segmentation_main(argv: Sequence[str] | None = None) -> int:
-    """`phreg eval-segmentation ...`. Exit codes: 0 done, 2 bad input."""
+    """`phreg eval-segmentation ...`. Exit codes: 0 done, 2 bad input (or data that fails `--check_data`)."""
     from ..arg_parsing import run_cli
 
     code, args, report = run_cli(
@@ -304,17 +503,30 @@ def eval_segmentation_main(argv: Sequence[str] | None = None) -> int:
     )
     if code is not None:
         return code
+    if args.check_data:
+        print(report["check"])
+        return 0 if report["ok"] else 2
     print(format_report(report))
+    if report["overridden"]:
+        changed = ", ".join(
+            f"--{k} {v['given']} (preset: {v['preset']})" for k, v in report["overridden"].items()
+        )
+        print(f"Overrode the {args.benchmark} preset: {changed}")
     print(f"Report: {args.out}")
     return 0
 
 
 __all__ = [
+    "BUILTIN_SETTINGS",
     "EvalSegmentationArguments",
     "IoUAccumulator",
-    "check_mask",
+    "build_segmenters",
     "eval_segmentation_main",
     "evaluate_segmentation",
     "format_report",
-    "reduce_labels",
+    "iterate_labelled_images",
+    "labelled_pairs",
+    "resolve_settings",
+    "score_rows",
+    "write_json_atomically",
 ]

@@ -15,7 +15,9 @@
 
 `phreg probe --out OUTPUT_DIR/phreg_dense_NAME.json` (linear-probe segmentation or depth) and
 `phreg eval-segmentation --out OUTPUT_DIR/phreg_dense_NAME.json` (zero-shot open-vocabulary segmentation) write
-reports that `phreg push` uploads with the model and the card turns into one table each (`dense_result_tables`).
+reports that `phreg push` uploads with the model and the card turns into one table each (`dense_result_tables`);
+`phreg benchmark segmentation|probe --out OUTPUT_DIR` writes `phreg_dense_benchmark_{segmentation,probe}.json`
+(the paper's Table 1 / Table 2 shapes), shown the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +60,45 @@ def _table(path: Path, report: dict) -> dict:
             f'{path} has no "rows" (one entry per model); re-run `phreg probe` / `phreg eval-segmentation` with '
             f"--out {path}, or remove the file to push without it."
         )
+    if "benchmarks" in report and "columns" in report:  # phreg benchmark probe (Table 2)
+        columns = report["columns"]
+        names = list(rows)
+        return {
+            "file": path.name,
+            "title": "Linear probes, the paper's benchmarks (Table 2)",
+            "scope": f"benchmarks {', '.join(report['benchmarks'])}; paper (DINOv2-B) in the report",
+            "columns": [f"{c['benchmark']} {_LABELS.get(c['metric'], c['metric'])}" for c in columns],
+            "directions": ["higher" if c["higher_is_better"] else "lower" for c in columns],
+            "rows": [
+                {
+                    "model": name,
+                    "cells": [
+                        _cell(c["metric"], rows[name]["cells"][f"{c['benchmark']}/{c['metric']}"]["value"])
+                        for c in columns
+                    ],
+                }
+                for name in names
+            ],
+        }
+    if "benchmarks" in report:  # phreg benchmark segmentation (Table 1)
+        sets = report["benchmarks"]
+        titles = report.get("titles") or {}
+        names = [n for n in _MODEL_ORDER if n in rows] + [n for n in rows if n not in _MODEL_ORDER]
+        return {
+            "file": path.name,
+            "title": "Zero-shot open-vocabulary segmentation, the paper's benchmarks (Table 1)",
+            "scope": f"mIoU (%) on {len(sets)} benchmarks; mean over those; paper numbers in the report",
+            "columns": [f"{titles.get(n, n)} mIoU (%)" for n in sets] + ["mean mIoU (%)"],
+            "directions": ["higher"] * (len(sets) + 1),
+            "rows": [
+                {
+                    "model": name,
+                    "cells": [_cell("miou", rows[name]["per_benchmark"].get(n)) for n in sets]
+                    + [_cell("miou", rows[name].get("miou"))],
+                }
+                for name in names
+            ],
+        }
     if "primary_metric" in report:  # phreg probe
         better = report.get("higher_is_better") or {}
         metrics = list(better) or [report["primary_metric"]]

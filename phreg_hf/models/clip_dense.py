@@ -33,6 +33,9 @@ transformers and `.modeling_phreg_clip`. The trainer's CLIP settings and hooks l
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -44,6 +47,9 @@ from .modeling_phreg_clip import PhregCLIPModel
 # NACLIP's default neighbourhood standard deviation, in patches.
 DEFAULT_NACLIP_STD = 5.0
 DENSE_MODES = ("naclip", "maskclip")
+# How position embeddings are resized to another patch grid: transformers' CLIP rule (bicubic to `size=`), or the
+# rule of the reference harness (NACLIP's and PH-Reg's `interpolate_pos_encoding`), which the benchmark presets use.
+POSITION_INTERPOLATIONS = ("transformers", "reference")
 
 
 def gaussian_neighbourhood_bias(
@@ -112,6 +118,81 @@ def naclip_dense_features(
     prefix = vision.num_prefix_tokens
     tokens = naclip_attention(vision.transformer_blocks[-1], hidden_states, grid_size, prefix, std)
     return clip.visual_projection(vision.post_layernorm(tokens[:, prefix:]))
+
+
+def reference_position_embeddings(table: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """The reference harness's position-embedding interpolation (NACLIP / PH-Reg `interpolate_pos_encoding`).
+
+    Bicubic (A = -0.75, align_corners False) with `scale_factor = ((rows + 0.1) / side, (cols + 0.1) / side)` and
+    `recompute_scale_factor=False`, so PyTorch samples source position `(dst + 0.5) * side / (n + 0.1) - 0.5`, not
+    `side / n` as `size=` (transformers' rule) does; the difference is 1.5-2 % relative on a smooth table for
+    448 -> 336 px crops, enough to move a benchmark's mIoU. At the table's own square grid the table is returned
+    as is (the reference does not interpolate there either).
+
+    Args:
+        table: `(1 + side * side, C)` the stored table, CLS position first.
+        grid_size: `(rows, cols)` patch grid of the input.
+
+    Returns:
+        `(1 + rows * cols, C)`, CLS position unchanged and first.
+    """
+    num_positions = table.shape[0] - 1
+    side = math.isqrt(num_positions)
+    if side * side != num_positions:
+        raise ValueError(f"A position table of {num_positions} patch positions is not a square grid.")
+    rows, cols = grid_size
+    if (rows, cols) == (side, side):
+        return table
+    grid = table[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    resized = nn.functional.interpolate(
+        grid.float()
+        if grid.dtype in (torch.float16, torch.bfloat16)
+        else grid,  # bicubic needs float32+ on CPU
+        scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
+        mode="bicubic",
+        align_corners=False,
+        recompute_scale_factor=False,
+    ).to(table.dtype)
+    if tuple(resized.shape[-2:]) != (rows, cols):  # floor(side * (n + 0.1) / side) is n; guard float rounding
+        raise ValueError(
+            f"Interpolating a {side}x{side} table gave {tuple(resized.shape[-2:])}, not {grid_size}."
+        )
+    return torch.cat([table[:1], resized.permute(0, 2, 3, 1).reshape(rows * cols, -1)])
+
+
+@contextmanager
+def position_interpolation(clip: nn.Module, rule: str = "transformers") -> Iterator[None]:
+    """Within the block, `clip`'s vision embeddings resize position embeddings by `rule` (`POSITION_INTERPOLATIONS`).
+
+    "transformers" changes nothing. "reference" routes `CLIPVisionEmbeddings.interpolate_pos_encoding` of this one
+    model instance through `reference_position_embeddings` (any CLIPVisionEmbeddings, also a remote-code copy),
+    and restores it on exit.
+    """
+    if rule not in POSITION_INTERPOLATIONS:
+        raise ValueError(f"position interpolation must be one of {POSITION_INTERPOLATIONS}, got {rule!r}.")
+    if rule == "transformers":
+        yield
+        return
+    vision = clip.vision_model
+    embeddings = vision.embeddings
+    patch = embeddings.patch_size
+
+    def interpolate(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        table = reference_position_embeddings(
+            embeddings.position_embedding.weight, (height // patch, width // patch)
+        )
+        return table[None]
+
+    had_own = "interpolate_pos_encoding" in vars(embeddings)
+    previous = vars(embeddings).get("interpolate_pos_encoding")
+    embeddings.interpolate_pos_encoding = interpolate
+    try:
+        yield
+    finally:
+        if had_own:
+            embeddings.interpolate_pos_encoding = previous
+        else:
+            del embeddings.interpolate_pos_encoding
 
 
 def as_phreg_clip(model: nn.Module) -> PhregCLIPModel:
@@ -183,10 +264,13 @@ __all__ = [
     "CLIPDenseModel",
     "DEFAULT_NACLIP_STD",
     "DENSE_MODES",
+    "POSITION_INTERPOLATIONS",
     "as_phreg_clip",
     "dense_features",
     "gaussian_neighbourhood_bias",
     "image_feature_cosine",
     "naclip_attention",
     "naclip_dense_features",
+    "position_interpolation",
+    "reference_position_embeddings",
 ]

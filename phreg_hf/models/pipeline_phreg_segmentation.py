@@ -42,13 +42,24 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import Pipeline
 
-from .clip_dense import DENSE_MODES, as_phreg_clip, dense_features
+from .clip_dense import (
+    DENSE_MODES,
+    POSITION_INTERPOLATIONS,
+    as_phreg_clip,
+    dense_features,
+    position_interpolation,
+)
 
 PIPELINE_TASK = "phreg-open-vocabulary-segmentation"
 DEFAULT_LOGIT_SCALE = 40.0
 DEFAULT_SHORT_SIDE = 448
 DEFAULT_CROP_SIZE = 336
 DEFAULT_STRIDE = 112
+# How the image is resized to the short side: "torch" (float bilinear, no antialias, round()), or "reference":
+# mmcv's `imrescale` as the reference harness runs it (scale f = min(2048 / long side, short_side / short side),
+# new size int(x * f + 0.5), bilinear on the uint8 image, the result rounded back to uint8).
+RESIZE_RULES = ("torch", "reference")
+REFERENCE_LONG_SIDE = 2048
 
 # The 80 prompt templates OpenAI used for zero-shot ImageNet (CLIP's "Prompt Engineering" notebook).
 OPENAI_IMAGENET_TEMPLATES = (
@@ -156,13 +167,32 @@ def parse_labels(labels: str | Sequence[str]) -> list[list[str]]:
                 "'background; cat; dog, puppy'."
             )
         classes.append(synonyms)
+    first_index: dict[str, int] = {}
+    for index, synonyms in enumerate(classes):
+        # A class listed twice can never win (its first copy takes every tie) and reports share one key.
+        # A synonym shared by two classes is allowed: the reference's COCO-Object list has "bed" in both its
+        # background line and the class "bed".
+        if synonyms[0] in first_index:
+            raise ValueError(
+                f"Class {index} ({synonyms[0]!r}) repeats class {first_index[synonyms[0]]}: every class needs its own "
+                "name; remove the duplicate or rename it."
+            )
+        first_index[synonyms[0]] = index
     return classes
 
 
 def read_class_file(path) -> list[list[str]]:
-    """One class per line (line i = class index i), synonyms split by ", "; an empty line is an error."""
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    """One class per line (line i = class index i - 1), synonyms split by ", ", UTF-8 (a byte-order mark is
+    dropped); surrounding spaces of a name are dropped (CLIP's tokenizer ignores them anyway). An empty line, a
+    class given twice or a file that is not UTF-8 is an error naming the file and the line."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a BOM is no part of the first class name
+            lines = handle.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"The class file {path} is not UTF-8 (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`)."
+        ) from None
     if not lines:
         raise ValueError(
             f"The class file {path} is empty; write one class per line (synonyms split by ', ')."
@@ -173,6 +203,15 @@ def read_class_file(path) -> list[list[str]]:
                 f"Line {number} of the class file {path} is empty: every line is one class (line i = class index "
                 "i - 1), so remove the empty line or give the class a name."
             )
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        name = line.split(", ")[0].strip()
+        if name in first_line:
+            raise ValueError(
+                f"Line {number} of the class file {path} ({name!r}) repeats line {first_line[name]}: a class given "
+                "twice can never win over its first copy; remove the duplicate line or rename the class."
+            )
+        first_line[name] = number
     return parse_labels(lines)
 
 
@@ -180,33 +219,61 @@ def read_class_file(path) -> list[list[str]]:
 # The segmenter
 
 
+def reference_rescale_size(height: int, width: int, short_side: int, long_side: int = REFERENCE_LONG_SIDE):
+    """`(H', W')` of mmcv's `imrescale(img, (long_side, short_side))` (keep_ratio): the factor
+    `f = min(long_side / max(H, W), short_side / min(H, W))`, each side `int(side * f + 0.5)` (round half up)."""
+    factor = min(long_side / max(height, width), short_side / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def reference_resize(pixels_uint8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(3, H, W)` uint8-valued pixels -> `(3, H', W')` float32 in [0, 255], whole numbers: bilinear with half-pixel
+    centres and no antialiasing (OpenCV's INTER_LINEAR, which mmcv's cv2 backend runs), rounded half up back to
+    uint8 values as OpenCV's 8-bit path returns them. OpenCV computes with 11-bit fixed-point weights, so a pixel
+    can differ from it by one grey level."""
+    if tuple(pixels_uint8.shape[-2:]) == tuple(size):
+        return pixels_uint8.float()
+    resized = F.interpolate(
+        pixels_uint8.float()[None], size=size, mode="bilinear", align_corners=False, antialias=False
+    )[0]
+    return torch.floor(resized + 0.5).clamp_(0, 255)
+
+
 @torch.no_grad()
 def encode_queries(
-    model, tokenizer, classes: Sequence[Sequence[str]], templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES
+    model,
+    tokenizer,
+    classes: Sequence[Sequence[str]],
+    templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
+    prompt_batch_size: int = 640,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt-ensemble text embeddings of every synonym.
+    """Prompt-ensemble text embeddings of every synonym (`prompt_batch_size` prompts per text-tower pass).
 
     Returns:
         `(Q, projection_dim)` L2-normalised query embeddings and `(Q,)` the class index of each query.
     """
     device = next(model.parameters()).device
     max_length = model.config.text_config.max_position_embeddings
-    queries, owners = [], []
-    for class_index, synonyms in enumerate(classes):
-        for name in synonyms:
-            tokens = tokenizer(
-                [template.format(name) for template in templates],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(device)
-            embeddings = model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-            ).pooler_output
-            embeddings = F.normalize(embeddings.float(), dim=-1).mean(dim=0)
-            queries.append(F.normalize(embeddings, dim=-1))
-            owners.append(class_index)
+    names = [(class_index, name) for class_index, synonyms in enumerate(classes) for name in synonyms]
+    prompts = [template.format(name) for _, name in names for template in templates]
+    # Prompts of many synonyms go through the text tower together (a benchmark has up to 171 classes x 80
+    # templates); the attention mask keeps padding out, so each prompt's embedding is what it is alone.
+    embeddings = []
+    for start in range(0, len(prompts), prompt_batch_size):
+        tokens = tokenizer(
+            prompts[start : start + prompt_batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        features = model.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        )
+        embeddings.append(F.normalize(features.pooler_output.float(), dim=-1))
+    per_name = torch.cat(embeddings).view(len(names), len(templates), -1).mean(dim=1)
+    queries = list(F.normalize(per_name, dim=-1))
+    owners = [class_index for class_index, _ in names]
     return torch.stack(queries), torch.tensor(owners, device=device)
 
 
@@ -235,6 +302,8 @@ class OpenVocabularySegmenter:
         logit_scale: softmax temperature on cosine logits (reference: 40).
         prob_threshold: pixels whose top class probability is below it go to class 0 (reference: 0.0; VOC21 0.1).
         short_side: resize so the short side has this many pixels first (None: keep the size).
+        resize: "torch" or "reference" (mmcv's `imrescale`, long side capped at 2048; see `RESIZE_RULES`).
+        position_interpolation: "transformers" or "reference" (`clip_dense.reference_position_embeddings`).
         crop_size, stride: sliding window in pixels (None crop: one pass over the whole image).
         batch_size: crops per forward pass.
     """
@@ -255,9 +324,17 @@ class OpenVocabularySegmenter:
         crop_size: int | None = DEFAULT_CROP_SIZE,
         stride: int = DEFAULT_STRIDE,
         batch_size: int = 8,
+        resize: str = "torch",
+        position_interpolation: str = "transformers",
     ):
         if mode not in DENSE_MODES:
             raise ValueError(f"mode must be one of {DENSE_MODES}, got {mode!r}.")
+        if resize not in RESIZE_RULES:
+            raise ValueError(f"resize must be one of {RESIZE_RULES}, got {resize!r}.")
+        if position_interpolation not in POSITION_INTERPOLATIONS:
+            raise ValueError(
+                f"position_interpolation must be one of {POSITION_INTERPOLATIONS}, got {position_interpolation!r}."
+            )
         if not classes:
             raise ValueError("No class names given: pass at least one, e.g. 'background; cat; dog, puppy'.")
         for name, value in (("short_side", short_side), ("crop_size", crop_size)):
@@ -268,6 +345,7 @@ class OpenVocabularySegmenter:
         self.model = as_phreg_clip(model).eval()
         self.classes = [list(synonyms) for synonyms in classes]
         self.mode = mode
+        self.resize, self.position_interpolation = resize, position_interpolation
         self.logit_scale = float(logit_scale)
         self.prob_threshold = float(prob_threshold)
         self.short_side, self.crop_size, self.stride, self.batch_size = (
@@ -296,8 +374,12 @@ class OpenVocabularySegmenter:
         array = np.array(image)  # a writable copy for torch
         if array.ndim != 3 or array.shape[-1] != 3:
             raise ValueError(f"Expected an RGB image (H, W, 3), got an array of shape {array.shape}.")
-        pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float() / 255.0
+        pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1)
         height, width = pixels.shape[-2:]
+        if self.resize == "reference" and self.short_side is not None:
+            size = reference_rescale_size(height, width, self.short_side)
+            return (reference_resize(pixels, size) / 255.0 - self.mean) / self.std, (height, width)
+        pixels = pixels.float() / 255.0
         if self.short_side is not None and min(height, width) != self.short_side:
             scale = self.short_side / min(height, width)
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -311,7 +393,8 @@ class OpenVocabularySegmenter:
         pad_h, pad_w = (-height) % p, (-width) % p
         padded = F.pad(crops, (0, pad_w, 0, pad_h)) if pad_h or pad_w else crops
         grid = (padded.shape[-2] // p, padded.shape[-1] // p)
-        features = dense_features(self.model, padded.to(self.dtype), self.mode).float()  # (n, h*w, P)
+        with position_interpolation(self.model, self.position_interpolation):
+            features = dense_features(self.model, padded.to(self.dtype), self.mode).float()  # (n, h*w, P)
         logits = F.normalize(features, dim=-1) @ self.queries.T  # (n, h*w, Q)
         logits = logits.transpose(1, 2).unflatten(2, grid)  # (n, Q, gh, gw)
         logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
@@ -371,7 +454,7 @@ class PhregSegmentationPipeline(Pipeline):
     Returns, like `image-segmentation` (subtask semantic), one dict per class present in the prediction:
     `{"score": None, "label": first synonym, "mask": PIL "L" image (255 inside)}`. Options (call or constructor):
     `candidate_labels` (required; a string with ';' / ', ' or a list), `mode` ("maskclip" / "naclip"),
-    `prob_threshold`, `logit_scale`, `short_side`, `crop_size`, `stride`.
+    `prob_threshold`, `logit_scale`, `short_side`, `crop_size`, `stride`, `resize`, `position_interpolation`.
     """
 
     _load_processor = False
@@ -388,6 +471,8 @@ class PhregSegmentationPipeline(Pipeline):
             "short_side",
             "crop_size",
             "stride",
+            "resize",
+            "position_interpolation",
         )
         unknown = set(kwargs) - set(names)
         if unknown:
@@ -442,10 +527,13 @@ class PhregSegmentationPipeline(Pipeline):
 __all__ = [
     "OPENAI_IMAGENET_TEMPLATES",
     "PIPELINE_TASK",
+    "RESIZE_RULES",
     "OpenVocabularySegmenter",
     "PhregSegmentationPipeline",
     "SegmentationResult",
     "encode_queries",
     "parse_labels",
     "read_class_file",
+    "reference_rescale_size",
+    "reference_resize",
 ]

@@ -41,7 +41,7 @@ assert phreg_hf  # registers the students with the Auto classes
 # ---------------------------------------------------------------------------------------------------------------
 # Metrics against hand-computed values
 def test_miou_matches_a_hand_computed_example():
-    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, probe_data.IGNORE_INDEX, 1]])
     prediction = torch.tensor([[0, 1, 1, 1], [2, 0, 0, 2]])
     confusion = confusion_matrix(prediction, target, num_classes=4)
     # rows = truth: class 0: 1 right, 1 as 1; class 1: 2 right, 1 as 2; class 2: 1 right, 1 as 0; 255 skipped.

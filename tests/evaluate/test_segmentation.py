@@ -86,13 +86,17 @@ def test_prompt_ensemble_is_normalised_mean_of_normalised_prompts(base_dir):
     torch.testing.assert_close(queries[2], F.normalize(prompts.mean(0), dim=0))
 
 
-def test_sliding_window_equals_single_pass_when_the_crop_covers_the_image(base_dir, data):
+@pytest.mark.parametrize("rules", ["default", "reference"])
+def test_sliding_window_equals_single_pass_when_the_crop_covers_the_image(base_dir, data, rules):
     image = Image.open(next(data[0].iterdir()))
-    single = segmenter(base_dir, crop_size=None)
-    covering = segmenter(base_dir, crop_size=1000)
+    extra = {"resize": "reference", "position_interpolation": "reference"} if rules == "reference" else {}
+    single = segmenter(base_dir, crop_size=None, **extra)
+    covering = segmenter(base_dir, crop_size=1000, **extra)
     pixel_values, _ = single.prepare(image)
     torch.testing.assert_close(covering.logits(pixel_values), single.logits(pixel_values))
-    sliding = segmenter(base_dir).logits(pixel_values)  # 48-pixel windows: a different, valid average
+    sliding = segmenter(base_dir, **extra).logits(
+        pixel_values
+    )  # 48-pixel windows: a different, valid average
     assert sliding.shape == single.logits(pixel_values).shape
     assert not torch.allclose(sliding, single.logits(pixel_values))
 

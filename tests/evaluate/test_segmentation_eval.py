@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from phreg_hf.cli import main as phreg_main
-from phreg_hf.evaluate.segmentation_eval import IoUAccumulator, check_mask, format_report, reduce_labels
+from phreg_hf.evaluate.label_maps import IGNORED, LabelRule, check_label_size
+from phreg_hf.evaluate.segmentation_eval import IoUAccumulator, format_report
 from phreg_hf.synthetic_clip import save_planted_artifact_clip, write_synthetic_segmentation_set
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ SMALL = ["--short_side", "64", "--crop_size", "48", "--stride", "16"]
 
 
 def test_miou_by_hand_with_ignore_label():
-    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, IGNORED, IGNORED]])
     prediction = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 0]])
     iou = IoUAccumulator(num_classes=4)
     iou.update(prediction, target)
@@ -39,12 +40,15 @@ def test_miou_by_hand_with_ignore_label():
 
 
 def test_reduce_labels_and_mask_checks():
-    assert reduce_labels(np.array([[0, 1, 5, 255]])).tolist() == [[255, 0, 4, 255]]
-    check_mask(np.array([[0, 2, 255]]), (1, 3), 3, "a.png")
-    with pytest.raises(ValueError, match="mask of a.png is 2x1 pixels but the image is 3x1"):
-        check_mask(np.zeros((1, 2)), (1, 3), 3, "a.png")
-    with pytest.raises(ValueError, match="holds label 3, but --class_names lists only 3 classes"):
-        check_mask(np.array([[0, 3]]), (1, 2), 3, "a.png")
+    reduce = LabelRule(5, reduce_zero_label=True)
+    assert reduce.apply(np.array([[0, 1, 5, 255]]), "a.png").tolist() == [[IGNORED, 0, 4, IGNORED]]
+    assert LabelRule(3).apply(np.array([[0, 2, 255]]), "a.png").tolist() == [[0, 2, IGNORED]]
+    with pytest.raises(ValueError, match=r"mask of a.png is 2x1 \(width x height\) but the image is 3x1"):
+        check_label_size((1, 2), (1, 3), "a.png")
+    with pytest.raises(
+        ValueError, match="a.png holds the value 3 at 1 pixels, but the class list has 3 classes"
+    ):
+        LabelRule(3).apply(np.array([[0, 3]]), "a.png")
 
 
 def distill_cli(base: Path, images: Path, out: Path) -> None:
@@ -104,13 +108,13 @@ def test_distill_segment_and_evaluate_a_clip_student_end_to_end(tmp_path, capsys
     for path in masks.iterdir():
         Image.fromarray(np.array(Image.open(path))[:, :-8]).save(bad_masks / path.name)
     assert phreg_main(evaluate + ["--images", str(images), "--masks", str(bad_masks)] + out2) == 2
-    assert "masks must have the size of their image" in capsys.readouterr().err
+    assert "a mask must have its image's size" in capsys.readouterr().err
     for path in masks.iterdir():
         mask = np.array(Image.open(path))
         mask[5, 5] = 7
         Image.fromarray(mask).save(bad_masks / path.name)
     assert phreg_main(evaluate + ["--images", str(images), "--masks", str(bad_masks)] + out2) == 2
-    assert "holds label 7" in capsys.readouterr().err
+    assert "holds the value 7" in capsys.readouterr().err
     empty_lines = tmp_path / "classes_bad.txt"
     empty_lines.write_text("background\n\nred square\n")
     bad_classes = [a if a != str(class_file) else str(empty_lines) for a in evaluate]
@@ -144,7 +148,9 @@ def test_labelled_images_from_a_datasets_id(tmp_path):
     )
     loaded = list(iterate_labelled_images(args))
     assert [name for name, _, _ in loaded] == [f"{tmp_path / 'hub_like'}[0]", f"{tmp_path / 'hub_like'}[1]"]
-    assert np.array_equal(loaded[1][2], np.array(Image.open(masks / names[1])))
+    want = np.array(Image.open(masks / names[1])).astype(np.int64)
+    want[want == 255] = IGNORED  # the rule's ignore value
+    assert np.array_equal(loaded[1][2], want)
     assert loaded[0][1].size == (96, 72)
     args.label_column = "segmentation"
     with pytest.raises(ValueError, match="no column 'segmentation'"):
