@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import UNREADABLE_IMAGE_ERRORS, image_extensions, open_pil, to_rgb
+from ..data import UNREADABLE_IMAGE_ERRORS, image_extensions, open_pil, read_image, upright_size
 
 TASKS = ("segmentation", "depth")
 IGNORE_INDEX = 255
@@ -79,21 +79,21 @@ def _open_image(value, name: str) -> Image.Image:
 
 
 def decode_rgb(value, name: str) -> Image.Image:
-    """An RGB PIL image; ValueError naming `name` when it cannot be decoded."""
-    image = _open_image(value, name)
-    try:
-        image.load()
-    except UNREADABLE_IMAGE_ERRORS as error:
-        raise ValueError(
-            f"{name} cannot be decoded ({type(error).__name__}: {error}); remove it and its label, or replace it."
-        ) from None
-    return to_rgb(image)
+    """An RGB PIL image, upright, decoded as every command decodes images (`data.open_image`: EXIF orientation
+    applied, 16-bit grey rescaled); ValueError naming `name` when it cannot be decoded."""
+    return read_image(value, name, fix="remove it and its label, or replace it")
 
 
 def _label_array(value, name: str) -> np.ndarray:
     """A 2-D array from a label file / image / array, before any scaling."""
     if isinstance(value, (str, os.PathLike)) and str(value).lower().endswith(".npy"):
-        array = np.load(value)
+        try:
+            array = np.load(value)
+        except (ValueError, OSError, EOFError) as error:  # empty, truncated, pickled or not an .npy at all
+            raise ValueError(
+                f"{name} ({value}) is not a readable .npy array ({type(error).__name__}: {error}); save it again "
+                "with numpy.save(path, depth) (a 2-D float array), or remove the pair."
+            ) from None
     elif isinstance(value, (np.ndarray, list, torch.Tensor)):
         array = np.asarray(value)
     else:
@@ -174,8 +174,10 @@ class LabelledSource:
         )
 
 
-def _files_by_stem(root: Path, extensions: set[str]) -> dict[str, Path]:
-    files = {}
+def _files_by_stem(root: Path, extensions: set[str], option: str) -> dict[str, Path]:
+    """Files under `root` by relative path without extension; ValueError naming two files of one stem (`x.jpg` and
+    `x.png`): pairing by stem could keep only one of them, silently."""
+    files: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if (
@@ -183,7 +185,13 @@ def _files_by_stem(root: Path, extensions: set[str]) -> dict[str, Path]:
             and path.suffix.lower() in extensions
             and not any(p.startswith(".") for p in relative.parts)
         ):
-            files.setdefault(relative.with_suffix("").as_posix(), path)
+            stem = relative.with_suffix("").as_posix()
+            if stem in files:
+                raise ValueError(
+                    f"{option} {root} holds {files[stem].relative_to(root)} and {relative}: files pair by relative "
+                    f"path without extension, so both would pair as {stem!r}. Rename or remove one of them."
+                )
+            files[stem] = path
     return files
 
 
@@ -194,12 +202,12 @@ def folder_pairs(images: str, labels: str, images_option: str, labels_option: st
     for root, option in ((image_root, images_option), (label_root, labels_option)):
         if not root.is_dir():
             raise FileNotFoundError(f"{option} {root} does not exist or is not a folder; pass a folder.")
-    image_files = _files_by_stem(image_root, image_extensions())
+    image_files = _files_by_stem(image_root, image_extensions(), images_option)
     if not image_files:
         raise ValueError(
             f"{images_option} {image_root} holds no image files (.jpg, .png, ...); pass another folder."
         )
-    label_files = _files_by_stem(label_root, image_extensions() | set(DEPTH_FILE_EXTENSIONS))
+    label_files = _files_by_stem(label_root, image_extensions() | set(DEPTH_FILE_EXTENSIONS), labels_option)
     missing = [stem for stem in image_files if stem not in label_files]
     if missing:
         raise ValueError(
@@ -326,13 +334,20 @@ def check_pairs(source: LabelledSource, labels: LabelSettings, role: str, progre
     largest = -1
     for index in tqdm(range(len(source)), desc=f"checking {role} labels", unit="pair", disable=not progress):
         image, label, name = source.images[index], source.labels[index], source.names[index]
-        width, height = _open_image(image, name).size
+        opened = _open_image(image, name)
+        width, height = upright_size(opened)  # the size decode_rgb gives: EXIF orientation applied
         array = labels.decode(label, f"the label of {name}")
         if array.shape != (height, width):
+            exif = (
+                f" (its EXIF orientation turns the stored {opened.size[0]}x{opened.size[1]} upright, as every command "
+                "reads it: the label must be upright too)"
+                if opened.size != (width, height)
+                else ""
+            )
             raise ValueError(
                 f"The label of {name} is {array.shape[1]}x{array.shape[0]} (width x height) but the image is "
-                f"{width}x{height}; each label must have its image's size. Resize the label with nearest-neighbour "
-                "interpolation (never bilinear, which invents classes), or fix the pairing."
+                f"{width}x{height}{exif}; each label must have its image's size. Resize the label with "
+                "nearest-neighbour interpolation (never bilinear, which invents classes), or fix the pairing."
             )
         valid = labels.valid(array)
         if labels.task == "depth" and not valid.any():

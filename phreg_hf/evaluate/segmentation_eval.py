@@ -94,6 +94,46 @@ def check_mask(mask: np.ndarray, image_size: tuple[int, int], num_classes: int, 
         )
 
 
+def check_base_is_stock_clip(base: str) -> None:
+    """ValueError when `--base` is itself a PH-Reg CLIP student (its rows would not be the MaskCLIP / NACLIP
+    baselines of a stock model); configs only, no weights loaded."""
+    from transformers import AutoConfig
+
+    if Path(base).exists() and AutoConfig.from_pretrained(base).model_type == "phreg_clip":
+        raise ValueError(
+            f"--base {base} is itself a PH-Reg CLIP student (phreg_clip); pass the stock CLIP it was distilled from "
+            "(its phreg_training.json records base_model)."
+        )
+
+
+def check_clip_student_matches_base(base_model, student_model, base: str, student: str) -> None:
+    """ValueError unless `--model` was distilled from `--base`: same architecture, and every weight PH-Reg keeps
+    frozen (the text tower, the projections, the vision blocks it did not train) equal, as `phreg eval` checks.
+    Otherwise the rows called "base" would be another model's. Both are `PhregCLIPModel`s (a stock CLIP wrapped
+    with 0 registers)."""
+    from .artifacts import check_frozen_weights_match
+
+    def shape(model) -> dict:
+        vision, text = model.config.vision_config, model.config.text_config
+        return {
+            "vision hidden_size": vision.hidden_size,
+            "vision num_hidden_layers": vision.num_hidden_layers,
+            "patch_size": vision.patch_size,
+            "text hidden_size": text.hidden_size,
+            "text num_hidden_layers": text.num_hidden_layers,
+            "projection_dim": model.config.projection_dim,
+        }
+
+    base_shape, student_shape = shape(base_model), shape(student_model)
+    for key, value in base_shape.items():
+        if student_shape[key] != value:
+            raise ValueError(
+                f"--base {base} has {key}={value} but --model {student} has {key}={student_shape[key]}: it was not "
+                "distilled from this base. Pass the base CLIP the student was built from."
+            )
+    check_frozen_weights_match(base_model, student_model, base, student, student_option="--model")
+
+
 @dataclass
 class EvalSegmentationArguments:
     """Options of `phreg eval-segmentation` (`phreg eval-segmentation --help`)."""
@@ -147,16 +187,23 @@ class EvalSegmentationArguments:
             raise ValueError(
                 "Pass either --images DIR --masks DIR, or --dataset_name ID (with --split/--image_column/--label_column)."
             )
-        if Path(self.out).exists() and not self.overwrite:
-            raise ValueError(
-                f"--out {self.out} already exists; pass --overwrite to replace it, or another path."
-            )
+        from ..file_checks import check_output_file
+        from ..models.pipeline_phreg_segmentation import check_segmenter_settings
+
+        check_output_file(self.out, "--out", self.overwrite)  # never a file of a model folder
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"--max_images must be >= 1, got {self.max_images}.")
+        check_segmenter_settings(self.logit_scale, self.prob_threshold, prefix="--")
 
 
 def iterate_labelled_images(args: EvalSegmentationArguments) -> Iterator[tuple[str, Image.Image, np.ndarray]]:
-    """`(name, RGB image, (H, W) int64 mask)` pairs from the folders or the dataset (before label checks)."""
+    """`(name, RGB image, (H, W) int64 mask)` pairs from the folders or the dataset (before label checks).
+
+    Images are decoded as every command decodes them (`data.open_image`: EXIF orientation applied, 16-bit grey
+    rescaled); an unreadable one is a ValueError naming it.
+    """
+    from ..data import read_image
+
     if args.dataset_name is not None:
         import datasets
 
@@ -168,9 +215,10 @@ def iterate_labelled_images(args: EvalSegmentationArguments) -> Iterator[tuple[s
                     "--image_column / --label_column."
                 )
         for index, example in enumerate(dataset):
+            name = f"{args.dataset_name}[{index}]"
             yield (
-                f"{args.dataset_name}[{index}]",
-                example[args.image_column].convert("RGB"),
+                name,
+                read_image(example[args.image_column], name, fix="remove it from the set, or replace it"),
                 np.array(example[args.label_column]).astype(np.int64),
             )
         return
@@ -190,7 +238,8 @@ def iterate_labelled_images(args: EvalSegmentationArguments) -> Iterator[tuple[s
                 f"No mask for {path} in --masks {masks_root} (looked for {candidates[0]}); every image needs a label "
                 "map with the same relative path."
             )
-        yield str(relative), Image.open(path).convert("RGB"), np.array(Image.open(mask_path)).astype(np.int64)
+        image = read_image(path, fix="remove it and its mask, or replace it")
+        yield str(relative), image, np.array(Image.open(mask_path)).astype(np.int64)
 
 
 def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True) -> dict:
@@ -209,12 +258,18 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
     classes = read_class_file(args.class_names)
     device = resolve_device(args.device)
     settings = segmenter_settings(args)
-    segmenters = {}
-    for name, path in (("base_maskclip", args.base), ("student", args.model)):
-        model, tokenizer, processor = load_segmentation_model(path, device=device)
-        segmenters[name] = OpenVocabularySegmenter(
+    check_base_is_stock_clip(args.base)
+    loaded = {
+        name: load_segmentation_model(path, device=device, option=option)
+        for name, path, option in (("base_maskclip", args.base, "--base"), ("student", args.model, "--model"))
+    }
+    check_clip_student_matches_base(loaded["base_maskclip"][0], loaded["student"][0], args.base, args.model)
+    segmenters = {
+        name: OpenVocabularySegmenter(
             model, tokenizer, processor.image_mean, processor.image_std, classes, mode="maskclip", **settings
         )
+        for name, (model, tokenizer, processor) in loaded.items()
+    }
     # The NACLIP baseline: the same base model and class embeddings, the other dense path.
     segmenters["base_naclip"] = copy.copy(segmenters["base_maskclip"])
     segmenters["base_naclip"].mode = "naclip"
