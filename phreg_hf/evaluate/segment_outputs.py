@@ -109,8 +109,10 @@ def _lock_holder_is_gone(text: str) -> bool:
 @contextlib.contextmanager
 def claim_output_folder(out: str | os.PathLike) -> Iterator[Path]:
     """Hold `--out` for one run: create it, then its lock file exclusively; ValueError naming the folder when
-    another run holds it. Staging folders left by a killed run are removed once the lock is held."""
+    another run holds it. Staging folders left by a killed run are removed once the lock is held; a folder this
+    claim created is removed again if the run wrote nothing there."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_FILE
     try:
@@ -137,6 +139,8 @@ def claim_output_folder(out: str | os.PathLike) -> Iterator[Path]:
         yield lock
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):  # a run refused before writing leaves no empty folder behind
+            out.rmdir()
 
 
 def _safe_output_path(relative: str) -> bool:

@@ -182,12 +182,14 @@ class PhregCLIPModel(CLIPPreTrainedModel):
         if pipelines and files is None:
             logger.warning(
                 "%s is saved without its custom_pipelines entry (%s): the pipeline code is not next to %s. To keep "
-                "it, save with phreg-hf installed (phreg_hf.save_pretrained_with_pipeline).",
+                "it, save with phreg-hf installed (phreg_hf.evaluate.segmentation.save_pretrained_with_pipeline).",
                 save_directory,
                 ", ".join(sorted(pipelines)),
                 Path(__file__).name,
             )
-            del self.config.custom_pipelines  # an extra attribute of the config: absent, not null, in config.json
+            del (
+                self.config.custom_pipelines
+            )  # an extra attribute of the config: absent, not null, in config.json
         try:
             super().save_pretrained(save_directory, *args, **kwargs)
         finally:

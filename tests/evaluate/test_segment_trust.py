@@ -201,7 +201,7 @@ def test_a_model_with_a_nan_weight_is_refused_naming_the_weight(clip_student, tm
     images = write_images(tmp_path / "images", ["a.png"])
     assert segment(broken, images, tmp_path / "out") == 2
     assert "the weight vision_model.register_tokens holds NaN or inf" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "labels").exists()
+    assert not (tmp_path / "out").exists()  # refused after the claim: no label map, no empty folder
 
 
 def test_the_segmenter_refuses_non_finite_features_and_settings(tiny_clip_folders):
