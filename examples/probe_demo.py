@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             + ")"
         )
         if args.out:
-            write_report(args.out, report)
+            write_report(args.out, report, overwrite=True)  # each seed replaces the last one's report
     if len(margins) > 1:
         print("\nstudent - base mIoU per seed: " + ", ".join(f"{100 * m:+.2f}" for m in margins))
     return 0

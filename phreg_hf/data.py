@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .file_checks import file_sha256
 
@@ -177,6 +177,25 @@ def decode_image(value, *, log: bool = True) -> Image.Image | None:
         if log:
             logger.warning(f"Skipping unreadable image {unreadable_reason(value, error)}")
         return None
+
+
+def read_image(value, name: str | None = None, fix: str = "remove or replace it") -> Image.Image:
+    """`open_image` for a command that must not skip images (`phreg segment`, `phreg eval-segmentation`, `phreg
+    probe`): a ValueError naming the file (or `name`) and `fix` when it cannot be read."""
+    try:
+        return open_image(value)
+    except UNREADABLE_IMAGE_ERRORS as error:
+        raise ValueError(
+            f"{name or image_source_name(value)} cannot be read ({type(error).__name__}: {error}); {fix}."
+        ) from None
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """`(width, height)` of an opened (not necessarily decoded) image as `open_image` returns it: EXIF
+    orientations 5-8 (a quarter turn) swap the stored width and height."""
+    width, height = image.size
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def check_file_names(folder: str | os.PathLike, option: str = "--train_dir") -> None:

@@ -22,6 +22,8 @@
 - `check_markdown_safe_name`: a file name that the model card shows (previews) cannot break its markdown.
 - `file_sha256`: a file's sha256, read in chunks (checkpoint manifests, image-set fingerprints, the card's list
   of code files).
+- `check_output_file`: a report path (`--out`) that would replace a file only with `--overwrite`, and never a file
+  that makes up a model folder (its config, weights, code, tokenizer), which no report may replace.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import os
 import re
 import struct
 from pathlib import Path
+
+from .constants import TRAINING_SETTINGS_FILE
 
 # Letters (any script), digits, '.', '-', '_' : a name that renders verbatim inside a markdown link.
 _MARKDOWN_SAFE_NAME = re.compile(r"[\w.\-]+")
@@ -106,6 +110,68 @@ def check_inside_folder(path: Path, folder: Path) -> None:
         raise ValueError(f"Refusing to upload {path}: not a regular file.")
 
 
+# The files of a model folder (`save_pretrained`, the trainer's outputs): a report written over one of them would
+# leave a folder that no longer loads, or a student without the record of its training. (The metrics JSON is not
+# among them: `phreg eval --out STUDENT/phreg_metrics.json` refreshes it on purpose.)
+MODEL_FOLDER_FILE_NAMES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "merges.txt",
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+        TRAINING_SETTINGS_FILE,
+    }
+)
+MODEL_FOLDER_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".gguf",
+    ".onnx",
+    ".msgpack",
+    ".h5",
+    ".py",
+)
+
+
+def is_model_folder_file(path: str | os.PathLike) -> bool:
+    """True when `path` names a config, weight, code or tokenizer file of a model folder (a folder holding a
+    `config.json`), whether or not that file exists yet."""
+    path = Path(path)
+    named_like_one = path.name in MODEL_FOLDER_FILE_NAMES or path.name.endswith(MODEL_FOLDER_SUFFIXES)
+    return named_like_one and (path.parent / "config.json").is_file()
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out", overwrite: bool = False) -> Path:
+    """The path a command is about to write a report to, or a ValueError naming it and the fix.
+
+    Refused: a folder; a file of a model folder (`is_model_folder_file`), even with `overwrite`; an existing file
+    unless `overwrite`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; pass a file path, e.g. {path / 'report.json'}.")
+    if is_model_folder_file(path):
+        raise ValueError(
+            f"{option} {path} is a file of the model folder {path.parent} (its {path.name}); writing a report there "
+            "would replace it and break the model, so this is refused even with --overwrite. Pass another name, "
+            f"e.g. {path.parent / 'phreg_dense_report.json'}."
+        )
+    if path.exists() and not overwrite:
+        raise ValueError(f"{option} {path} already exists; pass --overwrite to replace it, or another path.")
+    return path
+
+
 def check_markdown_safe_name(relative_path: str) -> None:
     """Raise ValueError if a name shown in the model card has characters that break its markdown."""
     for part in relative_path.split("/"):
@@ -118,9 +184,12 @@ def check_markdown_safe_name(relative_path: str) -> None:
 
 
 __all__ = [
+    "MODEL_FOLDER_FILE_NAMES",
     "file_sha256",
     "check_inside_folder",
     "check_local_weights",
     "check_markdown_safe_name",
+    "check_output_file",
+    "is_model_folder_file",
     "check_safetensors_file",
 ]

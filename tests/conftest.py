@@ -152,3 +152,18 @@ def write_small_sample_images(root: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def sample_images(tmp_path_factory) -> tuple[Path, Path]:
     return write_small_sample_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """(a tiny stock CLIP folder with its processor, 64 px / patch 8, and a PH-Reg CLIP student of it with 2
+    registers saved as the trainer saves one: with the segmentation pipeline and the processor)."""
+    from phreg_hf import PhregCLIPModel
+    from phreg_hf.evaluate.segmentation import save_pretrained_with_pipeline
+    from phreg_hf.synthetic_clip import build_tiny_clip_processor, save_planted_artifact_clip
+
+    root = tmp_path_factory.mktemp("tiny_clip")
+    save_planted_artifact_clip(root / "base", image_size=64, patch_size=8)
+    student = PhregCLIPModel.from_base(str(root / "base"), 2)
+    save_pretrained_with_pipeline(student, root / "student", build_tiny_clip_processor(64))
+    return root / "base", root / "student"

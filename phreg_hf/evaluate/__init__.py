@@ -15,7 +15,8 @@
 
 `metrics.py` (label-free artifact measures), `artifacts.py` (`phreg eval`: base vs denoised teacher vs student,
 and the model loading and checks the other commands share), `visualization.py` (norm maps and PCA pictures),
-`probe.py` and `probe_data.py` (linear-probe segmentation and depth), `segmentation.py` (`phreg segment`) and
+`probe.py`, `probe_data.py` and `probe_report.py` (linear-probe segmentation and depth), `segmentation.py`
+(`phreg segment`) with `segment_outputs.py` (its output folder: one run at a time, written as one set), and
 `segmentation_eval.py` (mIoU).
 
 Imports: `phreg_hf.models` and the shared top-level modules only. It reads what a distillation saved (folders,

@@ -185,7 +185,11 @@ def _trained_parts(student: str) -> list[str]:
 
 
 def check_frozen_weights_match(
-    base_model: PhregRegisterMixin, student_model: PhregRegisterMixin, base: str, student: str
+    base_model: PhregRegisterMixin,
+    student_model: PhregRegisterMixin,
+    base: str,
+    student: str,
+    student_option: str = "--student",
 ) -> None:
     """Raise ValueError unless every weight PH-Reg kept frozen is the same in the student and the base.
 
@@ -205,7 +209,7 @@ def check_frozen_weights_match(
     ]
     if differing:
         raise ValueError(
-            f"--student {student} was not distilled from --base {base}: {len(differing)} weights that PH-Reg "
+            f"{student_option} {student} was not distilled from --base {base}: {len(differing)} weights that PH-Reg "
             f"keeps frozen differ (e.g. {differing[0]}). Pass the base model the student was built from"
             f"{_recorded_base_hint(student)}."
         )
@@ -313,8 +317,64 @@ def check_resolution(resolution: int, patch_size: int) -> tuple[int, int]:
     )
 
 
-def resolve_device(device: str | None) -> torch.device:
-    return torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+def resolve_device(device: str | None, option: str = "--device") -> torch.device:
+    """`device` as a `torch.device` (None: cuda when available, else cpu); ValueError naming the fix for a device
+    that torch does not know or that this machine does not have (`--device cuda` without CUDA)."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"{option} {device!r} is not a device torch knows ({error}); pass cpu, cuda or cuda:N."
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            )
+            raise ValueError(
+                f"{option} {device} asks for a GPU, but {why} (torch {torch.__version__}). Pass {option} cpu, or "
+                f"leave {option} out to use a GPU when there is one."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                f"cuda:{torch.cuda.device_count() - 1}); pass one of them."
+            )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option} {device}: Apple's MPS backend is not available here; pass {option} cpu.")
+    return resolved
+
+
+def check_model_source(model: str, option: str) -> None:
+    """FileNotFoundError for a `--model`-like value that is neither an existing path nor a valid Hub id (a missing
+    folder such as `/data/student`), instead of transformers' "Repo id must be in the form ..."."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(model).exists():
+        return
+    try:
+        validate_repo_id(str(model))
+        hub_id = not Path(model).is_absolute() and not str(model).startswith(("./", "../", "~"))
+    except HFValidationError:
+        hub_id = False
+    if not hub_id:
+        raise FileNotFoundError(
+            f"{option} {model} does not exist; pass an existing model folder (written by save_pretrained or the "
+            "trainer) or a Hub id such as openai/clip-vit-base-patch16."
+        )
+
+
+def check_finite_weights(model: nn.Module, option: str, source: str) -> None:
+    """ValueError naming the first weight (parameter or buffer) of `model` that holds NaN or inf: every output of
+    such a model is meaningless, and a table or label map made with it would look like a result."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{option} {source}: the weight {name} holds NaN or inf values, so the model's outputs are not "
+                "numbers. The checkpoint is broken: re-train it, or load a good copy."
+            )
 
 
 @dataclass
@@ -558,6 +618,10 @@ def measure_artifacts(
 
 def evaluate(args: EvalArguments) -> dict:
     """`phreg eval` without printing: load, measure, write `args.out` if given; returns the payload."""
+    from ..file_checks import check_output_file
+
+    if args.out:  # replaces an earlier report, never a file of a model folder (config, weights)
+        check_output_file(args.out, "--out", overwrite=True)
     setup = prepare_evaluation(
         args.base,
         args.student,

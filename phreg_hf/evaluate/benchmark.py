@@ -97,12 +97,27 @@ def _eval_arguments(args: BenchmarkSegmentationArguments, preset):
 
 def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: bool = True) -> dict:
     """Run (or reuse) every selected segmentation benchmark; returns the summary (also written to OUT)."""
-    from ..models.pipeline_phreg_segmentation import read_class_file
+    from ..models.pipeline_phreg_segmentation import (
+        DEFAULT_LOGIT_SCALE,
+        check_segmenter_settings,
+        read_class_file,
+    )
     from .artifacts import resolve_device
     from .benchmark_data import check_layout, format_checks, pairs_of
-    from .segmentation import load_segmentation_model
-    from .segmentation_eval import build_segmenters, label_rule, resolve_settings, rows_report, score_rows
+    from .segmentation_eval import (
+        build_segmenters,
+        label_rule,
+        load_base_and_student,
+        resolve_settings,
+        rows_report,
+        score_rows,
+    )
 
+    check_segmenter_settings(  # an override that would turn every pixel into background or noise
+        DEFAULT_LOGIT_SCALE if args.logit_scale is None else args.logit_scale,
+        0.0 if args.prob_threshold is None else args.prob_threshold,
+        prefix="--",
+    )
     chosen = presets.select(presets.SEGMENTATION_PRESETS, args.benchmarks, "segmentation")
     plans = []
     for preset in chosen:
@@ -138,10 +153,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         tqdm.write(f"{preset.name}: {status}")
         if stored is None:
             if loaded is None:
-                device = resolve_device(args.device)
-                loaded = {
-                    o: load_segmentation_model(getattr(args, o), device=device) for o in ("base", "model")
-                }
+                loaded = load_base_and_student(args.base, args.model, resolve_device(args.device))
             segmenters = build_segmenters(
                 loaded, presets.SEGMENTATION_ROWS, classes, settings, args.batch_size
             )

@@ -44,10 +44,9 @@ the crops (gradients averaged, BatchNorm synchronised on GPUs) and evaluates its
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,13 +56,13 @@ from tqdm.auto import tqdm
 
 from . import probe_data
 from .probe_data import IGNORE_INDEX, Augmentation, LabelSettings, ProbeData, prepare_data
+from .probe_report import (
+    build_report,
+    finite_report,
+    format_probe_table,
+    write_report,
+)
 
-REPORT_MODEL_ORDER = ("clean", "base", "teacher", "student")  # "clean": the probe demo's control row
-# (metric key, column label, higher is better) per task; the first is the headline metric.
-TASK_METRICS = {
-    "segmentation": (("mIoU", "mIoU", True), ("pixel_accuracy", "pixel acc", True)),
-    "depth": (("rmse", "RMSE", False), ("abs_rel", "AbsRel", False), ("delta1", "delta1", True)),
-}
 PAPER_CROP_SIZE = 518
 PAPER_STRIDE = 341
 
@@ -90,8 +89,13 @@ class ProbeArguments:
         default=10, metadata={"help": "Views of the denoised teacher (--include_teacher)."}
     )
     out: str | None = field(
-        default=None, metadata={"help": "Write the report as JSON here (the model card reads it)."}
+        default=None,
+        metadata={
+            "help": "Write the report as JSON here (the model card reads STUDENT/phreg_dense_NAME.json). An "
+            "existing file is kept unless --overwrite; a file of a model folder (config, weights) never replaced."
+        },
     )
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --out file."})
     # Data
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hugging Face dataset (Hub id or path)."}
@@ -659,76 +663,6 @@ def make_accelerator(mixed_precision: str = "auto"):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Report
-def build_report(args: ProbeArguments, probe: LinearProbe, rows: dict[str, dict], **extra) -> dict:
-    """The JSON report: task, metrics per model, data, protocol settings (schema in README, "Linear probes")."""
-    metrics = TASK_METRICS[args.task]
-    return {
-        "task": args.task,
-        "primary_metric": metrics[0][0],
-        "higher_is_better": {key: higher for key, _, higher in metrics},
-        "rows": rows,
-        "num_train_pairs": len(probe.data.train),
-        "num_eval_pairs": len(probe.data.eval),
-        "train_data": probe.data.train.description,
-        "eval_data": probe.data.eval.description,
-        "num_classes": probe.data.num_classes,
-        "crop_size": probe.crop_size,
-        "stride": probe.stride,
-        "feature_cache": probe.use_cache,
-        "num_processes": probe.accelerator.num_processes,
-        "mixed_precision": probe.accelerator.mixed_precision,
-        "settings": {key: value for key, value in asdict(args).items() if key != "out"},
-        **extra,
-    }
-
-
-def format_probe_table(report: dict) -> str:
-    """One row per model, one column per metric, and the headline metric's change against the base model."""
-    metrics = TASK_METRICS[report["task"]]
-    key0, label0, higher0 = metrics[0]
-    rows = report["rows"]
-    names = [n for n in REPORT_MODEL_ORDER if n in rows] + [n for n in rows if n not in REPORT_MODEL_ORDER]
-    header = f"{'model':<10}" + "".join(f"{label:>12}" for _, label, _ in metrics) + f"{'vs base':>12}"
-    directions = f"{'better:':<10}" + "".join(f"{'(higher)' if h else '(lower)':>12}" for _, _, h in metrics)
-    lines = [header, directions, "-" * len(header)]
-    scale = {"mIoU": 100.0, "pixel_accuracy": 100.0, "delta1": 100.0}
-    for name in names:
-        row = rows[name]
-        cells = "".join(
-            f"{row[key] * scale.get(key, 1.0):>12.2f}" if key in row else f"{'-':>12}"
-            for key, _, _ in metrics
-        )
-        delta = ""
-        if name != "base" and "base" in rows:
-            delta = f"{(row[key0] - rows['base'][key0]) * scale.get(key0, 1.0):>+12.2f}"
-        lines.append(f"{name:<10}{cells}{delta}")
-    unit = " (mIoU, pixel acc, delta1 in %)" if report["task"] == "segmentation" else " (delta1 in %)"
-    lines.append(
-        f"({report['num_train_pairs']} training pairs: {report['train_data']}; {report['num_eval_pairs']} scored: "
-        f"{report['eval_data']}; crop {report['crop_size']}, stride {report['stride']}, "
-        f"{report['settings']['max_steps']} steps{unit})"
-    )
-    return "\n".join(lines)
-
-
-def write_report(path: str | Path, report: dict) -> Path:
-    """Write the report as indented JSON (parent folders created); refuses to overwrite a non-JSON file."""
-    path = Path(path)
-    if path.exists() and path.suffix.lower() != ".json":
-        raise ValueError(
-            f"--out {path} exists and is not a .json file; pass another path (it would be overwritten)."
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(value):
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Command line
 def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tuple]:
     """Base (as a 0-register PH-Reg model), optionally its denoised teacher, and the student; plus the image
@@ -736,18 +670,31 @@ def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tupl
     from transformers import AutoModel
 
     from ..data import IMAGENET_MEAN, IMAGENET_STD
+    from ..file_checks import check_local_weights
     from ..models.modeling_phreg import student_from_base
     from ..teacher import DenoisingTeacher, normalized_fill_value
-    from .artifacts import _check_same_architecture, check_base_matches_student, load_image_processor
+    from .artifacts import (
+        _check_same_architecture,
+        check_base_matches_student,
+        check_finite_weights,
+        check_model_source,
+        load_image_processor,
+    )
 
     if not args.base or not args.student:
         raise ValueError(
             "Pass both --base (the stock model) and --student (the PH-Reg student) to compare them."
         )
+    check_model_source(args.student, "--student")
+    check_model_source(args.base, "--base")
     check_base_matches_student(args.base, args.student, args.base_revision)
+    check_local_weights(args.student)  # a truncated model.safetensors is named, not a raw safetensors error
+    check_local_weights(args.base)
     student = AutoModel.from_pretrained(args.student).float().eval()
     base = student_from_base(args.base, 0, revision=args.base_revision).float().eval()
     _check_same_architecture(base, student, args.base)
+    check_finite_weights(student, "--student", args.student)
+    check_finite_weights(base, "--base", args.base)
     processor = load_image_processor(args.student, args.base, args.base_revision)
     mean = tuple(getattr(processor, "image_mean", None) or IMAGENET_MEAN)
     std = tuple(getattr(processor, "image_std", None) or IMAGENET_STD)
@@ -762,9 +709,13 @@ def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tupl
 
 def probe(args: ProbeArguments) -> dict:
     """`phreg probe` without printing: load, train and score each model's head, write `args.out`."""
+    from ..file_checks import check_output_file
+
     start = time.perf_counter()
     if args.out and Path(args.out).exists() and Path(args.out).suffix.lower() != ".json":
         raise ValueError(f"--out {args.out} exists and is not a .json file; pass another path.")
+    if args.out:  # before any training: an existing report, or a file of a model folder, is refused now
+        check_output_file(args.out, "--out", args.overwrite)
     accelerator = make_accelerator(args.mixed_precision)
     models, mean, std = load_models(args)
     data = prepare_data(args, mean, std, progress=accelerator.is_local_main_process)
@@ -779,7 +730,7 @@ def probe(args: ProbeArguments) -> dict:
         runtime_s=round(time.perf_counter() - start, 2),
     )
     if args.out and probe_runner.accelerator.is_main_process:
-        write_report(args.out, report)
+        write_report(args.out, report, overwrite=args.overwrite)
     return report
 
 
@@ -802,6 +753,9 @@ def probe_main(argv: Sequence[str] | None = None) -> int:
     state = PartialState()
     if state.is_main_process:  # one table, however many processes
         print(format_probe_table(report))
+        non_finite = finite_report(report)[1]
+        if non_finite:
+            print(f"Not finite (NaN or inf; null in the report, '-' above): {', '.join(non_finite)}")
         if args.out:
             print(f"Wrote {args.out}")
     # Close the process group before exit: a gloo group torn down by interpreter exit can abort a rank
@@ -821,6 +775,7 @@ __all__ = [
     "confusion_matrix",
     "depth_image_errors",
     "feature_extractor",
+    "finite_report",
     "format_probe_table",
     "poly_schedule",
     "prepare_data",

@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import UNREADABLE_IMAGE_ERRORS, image_extensions, open_pil, to_rgb
-from .label_maps import IGNORED, LabelRule, check_label_size, exif_orientation, infer_num_classes
+from ..data import UNREADABLE_IMAGE_ERRORS, image_extensions, open_pil, read_image, upright_size
+from .label_maps import IGNORED, LabelRule, check_label_size, infer_num_classes
 
 TASKS = ("segmentation", "depth")
 # Unlabelled pixels inside the probe (label_maps.IGNORED): never a class index, whatever the class count.
@@ -83,27 +83,21 @@ def _open_image(value, name: str) -> Image.Image:
 
 
 def decode_rgb(value, name: str) -> Image.Image:
-    """An RGB PIL image, upright (EXIF orientation applied, as its label is checked); ValueError naming `name` when
-    it cannot be decoded."""
-    image = _open_image(value, name)
-    try:
-        image.load()
-    except UNREADABLE_IMAGE_ERRORS as error:
-        raise ValueError(
-            f"{name} cannot be decoded ({type(error).__name__}: {error}); remove it and its label, or replace it."
-        ) from None
-    return to_rgb(ImageOps.exif_transpose(image))
-
-
-def _exif_transposes(image: Image.Image) -> bool:
-    """Whether the EXIF orientation turns the image by 90 degrees (its upright width and height swap)."""
-    return exif_orientation(image) in (5, 6, 7, 8)
+    """An RGB PIL image, upright, decoded as every command decodes images (`data.open_image`: EXIF orientation
+    applied, 16-bit grey rescaled); ValueError naming `name` when it cannot be decoded."""
+    return read_image(value, name, fix="remove it and its label, or replace it")
 
 
 def _label_array(value, name: str) -> np.ndarray:
     """A 2-D array from a label file / image / array, before any scaling."""
     if isinstance(value, (str, os.PathLike)) and str(value).lower().endswith(".npy"):
-        array = np.load(value)
+        try:
+            array = np.load(value)
+        except (ValueError, OSError, EOFError) as error:  # empty, truncated, pickled or not an .npy at all
+            raise ValueError(
+                f"{name} ({value}) is not a readable .npy array ({type(error).__name__}: {error}); save it again "
+                "with numpy.save(path, depth) (a 2-D float array), or remove the pair."
+            ) from None
     elif isinstance(value, (np.ndarray, list, torch.Tensor)):
         array = np.asarray(value)
     else:
@@ -179,8 +173,10 @@ class LabelledSource:
         )
 
 
-def _files_by_stem(root: Path, extensions: set[str]) -> dict[str, Path]:
-    files = {}
+def _files_by_stem(root: Path, extensions: set[str], option: str) -> dict[str, Path]:
+    """Files under `root` by relative path without extension; ValueError naming two files of one stem (`x.jpg` and
+    `x.png`): pairing by stem could keep only one of them, silently."""
+    files: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if (
@@ -188,7 +184,13 @@ def _files_by_stem(root: Path, extensions: set[str]) -> dict[str, Path]:
             and path.suffix.lower() in extensions
             and not any(p.startswith(".") for p in relative.parts)
         ):
-            files.setdefault(relative.with_suffix("").as_posix(), path)
+            stem = relative.with_suffix("").as_posix()
+            if stem in files:
+                raise ValueError(
+                    f"{option} {root} holds {files[stem].relative_to(root)} and {relative}: files pair by relative "
+                    f"path without extension, so both would pair as {stem!r}. Rename or remove one of them."
+                )
+            files[stem] = path
     return files
 
 
@@ -199,12 +201,12 @@ def folder_pairs(images: str, labels: str, images_option: str, labels_option: st
     for root, option in ((image_root, images_option), (label_root, labels_option)):
         if not root.is_dir():
             raise FileNotFoundError(f"{option} {root} does not exist or is not a folder; pass a folder.")
-    image_files = _files_by_stem(image_root, image_extensions())
+    image_files = _files_by_stem(image_root, image_extensions(), images_option)
     if not image_files:
         raise ValueError(
             f"{images_option} {image_root} holds no image files (.jpg, .png, ...); pass another folder."
         )
-    label_files = _files_by_stem(label_root, image_extensions() | set(DEPTH_FILE_EXTENSIONS))
+    label_files = _files_by_stem(label_root, image_extensions() | set(DEPTH_FILE_EXTENSIONS), labels_option)
     missing = [stem for stem in image_files if stem not in label_files]
     if missing:
         raise ValueError(
@@ -357,9 +359,7 @@ def check_pairs(source: LabelledSource, labels: LabelSettings, role: str, progre
     for index in tqdm(range(len(source)), desc=f"checking {role} labels", unit="pair", disable=not progress):
         image, label, name = source.images[index], source.labels[index], source.names[index]
         opened = _open_image(image, name)
-        width, height = opened.size
-        if _exif_transposes(opened):
-            width, height = height, width  # images are read upright (EXIF applied)
+        width, height = upright_size(opened)  # the size decode_rgb gives: EXIF orientation applied
         array = labels.decode(label, f"the label of {name}")
         check_label_size(array.shape, (height, width), name, image)
         valid = labels.valid(array)

@@ -22,13 +22,17 @@ pipeline with transformers, and saving a model with that pipeline for `trust_rem
 
 writes `OUT/labels/NAME.png` (pixel value = class index; 16-bit when there are more than 256 classes) and
 `OUT/overlays/NAME.png` (the image blended with class colours, a legend beside it) per image, and
-`OUT/classes.json`. Existing files are never overwritten unless `--overwrite` is given.
+`OUT/classes.json` (the classes, and which image each label map belongs to). Images are decoded as the trainer
+decodes them (`data.open_image`: EXIF orientation applied, 16-bit grey rescaled). Existing files are never
+overwritten unless `--overwrite` is given; one run at a time writes into an `--out`, and the whole set is moved
+into place at the end (`segment_outputs.py`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,16 +87,29 @@ def save_pretrained_with_pipeline(model, folder: str | os.PathLike, processor=No
     custom_object_save(PhregSegmentationPipeline, folder)
 
 
-def load_segmentation_model(model: str, revision: str | None = None, device: str | None = None):
-    """`(model, tokenizer, image_processor)` of a CLIP / PH-Reg CLIP folder or Hub id, with clear errors."""
+def load_segmentation_model(
+    model: str, revision: str | None = None, device: str | None = None, option: str = "--model"
+):
+    """`(model, tokenizer, image_processor)` of a CLIP / PH-Reg CLIP folder or Hub id, with clear errors.
+
+    Refused with a message naming `option` and the fix: a missing folder, a truncated weight file, a config
+    without its vision tower, a model that is not a full CLIP, weights holding NaN or inf.
+    """
+    from ..file_checks import check_local_weights
     from ..models.clip_dense import as_phreg_clip
+    from ..models.modeling_phreg import check_clip_config_has_towers
+    from .artifacts import check_finite_weights, check_model_source
 
     if not Path(model).exists() and "/" not in str(model):
         raise FileNotFoundError(
-            f"--model {model} is neither a folder nor a Hub id; pass a CLIP model folder."
+            f"{option} {model} is neither a folder nor a Hub id; pass a CLIP model folder."
         )
+    check_model_source(model, option)
+    check_local_weights(model)  # a truncated model.safetensors is named, not a raw safetensors error
+    check_clip_config_has_towers(model, option, revision=revision)
     loaded = AutoModel.from_pretrained(model, revision=revision)
     clip = as_phreg_clip(loaded)  # ValueError naming the fix for a non-CLIP model
+    check_finite_weights(clip, option, model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
     except (OSError, ValueError) as error:
@@ -124,12 +141,18 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
-def label_image(label_map: torch.Tensor | np.ndarray) -> Image.Image:
-    """`(H, W)` class indices -> PNG-ready image: 8-bit "L" up to 256 classes, 16-bit "I;16" above."""
+def label_image(label_map: torch.Tensor | np.ndarray, num_classes: int | None = None) -> Image.Image:
+    """`(H, W)` class indices -> PNG-ready image: 8-bit "L" up to 256 classes, 16-bit "I;16" above (up to 65536).
+
+    `num_classes` decides, so that every label map of a run has the same depth; None: the map's largest index.
+    """
     labels = np.asarray(label_map)
-    if labels.max(initial=0) < 256:
+    count = num_classes if num_classes is not None else int(labels.max(initial=0)) + 1
+    if count > 65536:
+        raise ValueError(f"{count} classes do not fit a 16-bit label map (at most 65536).")
+    if count <= 256:
         return Image.fromarray(labels.astype(np.uint8), "L")
-    return Image.fromarray(labels.astype(np.uint16), "I;16")
+    return Image.fromarray(labels.astype(np.uint16))  # PIL names a uint16 array's mode "I;16" itself
 
 
 def overlay_with_legend(
@@ -207,7 +230,18 @@ class SegmentArguments:
         default=None, metadata={"help": "'cpu', 'cuda', ... (default: cuda if available)."}
     )
     revision: str | None = field(default=None, metadata={"help": "Hub revision of --model."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace existing files in --out."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the outputs of an earlier run in --out (its label maps that this run does not "
+            "rewrite are removed; other files are kept)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        from ..models.pipeline_phreg_segmentation import check_segmenter_settings
+
+        check_segmenter_settings(self.logit_scale, self.prob_threshold, prefix="--")
 
 
 # Options of `phreg segment` and `phreg eval-segmentation` that go to `OpenVocabularySegmenter` as they are.
@@ -235,50 +269,67 @@ def classes_from_arguments(labels: str | None, labels_file: str | None) -> list[
 
 
 def segment_folder(args: SegmentArguments, progress: bool = True) -> dict:
-    """Run `phreg segment`; returns `{"num_images", "classes", "labels_dir", "overlays_dir"}`."""
+    """Run `phreg segment`; returns `{"num_images", "classes", "labels_dir", "overlays_dir"}`.
+
+    Cheap checks first (classes, folders, output names, the device), then `--out` is claimed (one run at a time),
+    the model loaded, every image segmented into a staging folder, and the set moved into place.
+    """
     from tqdm.auto import tqdm
 
-    from ..data import list_image_files
+    from ..data import list_image_files, read_image
+    from . import segment_outputs as outputs
     from .artifacts import resolve_device
 
     classes = classes_from_arguments(args.labels, args.labels_file)
+    outputs.check_folders(args.images, args.out)
     paths = list_image_files(args.images, option="--images")
-    out = Path(args.out)
-    labels_dir, overlays_dir = out / "labels", out / "overlays"
-    targets = [(labels_dir / p.relative_to(args.images)).with_suffix(".png") for p in paths]
-    overlays = [overlays_dir / t.relative_to(labels_dir) for t in targets]
-    existing = [p for p in [*targets, *overlays, out / "classes.json"] if p.exists()]
-    if existing and not args.overwrite:
-        raise ValueError(
-            f"--out {out} already holds {len(existing)} of the output files (e.g. {existing[0]}); pass --overwrite to "
-            "replace them, or another --out."
-        )
+    entries = outputs.plan_outputs(paths, args.images)
     device = resolve_device(args.device)
-    model, tokenizer, image_processor = load_segmentation_model(args.model, args.revision, device)
-    segmenter = OpenVocabularySegmenter(
-        model,
-        tokenizer,
-        image_processor.image_mean,
-        image_processor.image_std,
-        classes,
-        mode=args.mode,
-        **segmenter_settings(args),
-    )
-    names = [synonyms[0] for synonyms in classes]
-    jobs = list(zip(paths, targets, overlays, strict=True))
-    for path, target, overlay in tqdm(jobs, desc="segment", disable=not progress):
-        image = Image.open(path).convert("RGB")
-        result = segmenter.predict(image)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        label_image(result.label_map).save(target)
-        overlay.parent.mkdir(parents=True, exist_ok=True)
-        overlay_with_legend(image, result.label_map, names).save(overlay)
-    (out / "classes.json").write_text(json.dumps({"classes": classes, "mode": args.mode}, indent=2) + "\n")
+    out = Path(args.out)
+    with outputs.claim_output_folder(out):
+        earlier = outputs.earlier_outputs(out, args.overwrite)
+        names_written = [name for e in entries for name in (e.label_map, e.overlay)] + [outputs.CLASSES_FILE]
+        existing = [out / name for name in names_written if (out / name).exists()]
+        if existing and not args.overwrite:
+            raise ValueError(
+                f"--out {out} already holds {len(existing)} of the output files (e.g. {existing[0]}); pass "
+                "--overwrite to replace them, or another --out."
+            )
+        model, tokenizer, image_processor = load_segmentation_model(args.model, args.revision, device)
+        segmenter = OpenVocabularySegmenter(
+            model,
+            tokenizer,
+            image_processor.image_mean,
+            image_processor.image_std,
+            classes,
+            mode=args.mode,
+            **segmenter_settings(args),
+        )
+        names = [synonyms[0] for synonyms in classes]
+        staging = outputs.new_staging_folder(out)
+        try:
+            for path, entry in tqdm(
+                list(zip(paths, entries, strict=True)), desc="segment", disable=not progress
+            ):
+                image = read_image(path, fix="remove or replace it, or segment the other images without it")
+                result = segmenter.predict(image)
+                for name, picture in (
+                    (entry.label_map, label_image(result.label_map, len(classes))),
+                    (entry.overlay, overlay_with_legend(image, result.label_map, names)),
+                ):
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                    picture.save(staging / name)
+            record = {"classes": classes, "mode": args.mode, "outputs": outputs.manifest(entries)}
+            (staging / outputs.CLASSES_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            outputs.commit_outputs(staging, out, names_written, earlier)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return {
         "num_images": len(paths),
         "classes": classes,
-        "labels_dir": str(labels_dir),
-        "overlays_dir": str(overlays_dir),
+        "labels_dir": str(out / outputs.LABELS_DIR),
+        "overlays_dir": str(out / outputs.OVERLAYS_DIR),
     }
 
 

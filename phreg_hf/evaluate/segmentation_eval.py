@@ -91,6 +91,46 @@ class IoUAccumulator:
 _PRESET_HELP = " (default: the --benchmark preset's, else {})"
 
 
+def check_base_is_stock_clip(base: str) -> None:
+    """ValueError when `--base` is itself a PH-Reg CLIP student (its rows would not be the MaskCLIP / NACLIP
+    baselines of a stock model); configs only, no weights loaded."""
+    from transformers import AutoConfig
+
+    if Path(base).exists() and AutoConfig.from_pretrained(base).model_type == "phreg_clip":
+        raise ValueError(
+            f"--base {base} is itself a PH-Reg CLIP student (phreg_clip); pass the stock CLIP it was distilled from "
+            "(its phreg_training.json records base_model)."
+        )
+
+
+def check_clip_student_matches_base(base_model, student_model, base: str, student: str) -> None:
+    """ValueError unless `--model` was distilled from `--base`: same architecture, and every weight PH-Reg keeps
+    frozen (the text tower, the projections, the vision blocks it did not train) equal, as `phreg eval` checks.
+    Otherwise the rows called "base" would be another model's. Both are `PhregCLIPModel`s (a stock CLIP wrapped
+    with 0 registers)."""
+    from .artifacts import check_frozen_weights_match
+
+    def shape(model) -> dict:
+        vision, text = model.config.vision_config, model.config.text_config
+        return {
+            "vision hidden_size": vision.hidden_size,
+            "vision num_hidden_layers": vision.num_hidden_layers,
+            "patch_size": vision.patch_size,
+            "text hidden_size": text.hidden_size,
+            "text num_hidden_layers": text.num_hidden_layers,
+            "projection_dim": model.config.projection_dim,
+        }
+
+    base_shape, student_shape = shape(base_model), shape(student_model)
+    for key, value in base_shape.items():
+        if student_shape[key] != value:
+            raise ValueError(
+                f"--base {base} has {key}={value} but --model {student} has {key}={student_shape[key]}: it was not "
+                "distilled from this base. Pass the base CLIP the student was built from."
+            )
+    check_frozen_weights_match(base_model, student_model, base, student, student_option="--model")
+
+
 @dataclass
 class EvalSegmentationArguments:
     """Options of `phreg eval-segmentation` (`phreg eval-segmentation --help`)."""
@@ -206,12 +246,19 @@ class EvalSegmentationArguments:
             raise ValueError(
                 "Pass --class_names FILE (one class per line), or --benchmark NAME for a preset's."
             )
-        if not self.check_data and Path(self.out).exists() and not self.overwrite:
-            raise ValueError(
-                f"--out {self.out} already exists; pass --overwrite to replace it, or another path."
-            )
+        from ..file_checks import check_output_file
+        from ..models.pipeline_phreg_segmentation import check_segmenter_settings
+
+        if not self.check_data:
+            check_output_file(self.out, "--out", self.overwrite)  # never a file of a model folder
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"--max_images must be >= 1, got {self.max_images}.")
+        # Unset values come from the preset or the built-in defaults, which are valid.
+        check_segmenter_settings(
+            BUILTIN_SETTINGS["logit_scale"] if self.logit_scale is None else self.logit_scale,
+            BUILTIN_SETTINGS["prob_threshold"] if self.prob_threshold is None else self.prob_threshold,
+            prefix="--",
+        )
 
 
 def resolve_settings(args: EvalSegmentationArguments) -> tuple[dict, dict]:
@@ -406,12 +453,25 @@ def write_json_atomically(path: str | Path, report: dict) -> Path:
     return path
 
 
+def load_base_and_student(base: str, model: str, device) -> dict:
+    """`{"base": (model, tokenizer, processor), "model": ...}` for `--base` and `--model`, refused unless the
+    student was distilled from that base (`check_base_is_stock_clip`, `check_clip_student_matches_base`)."""
+    from .segmentation import load_segmentation_model
+
+    check_base_is_stock_clip(base)
+    loaded = {
+        "base": load_segmentation_model(base, device=device, option="--base"),
+        "model": load_segmentation_model(model, device=device, option="--model"),
+    }
+    check_clip_student_matches_base(loaded["base"][0], loaded["model"][0], base, model)
+    return loaded
+
+
 def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True) -> dict:
     """Run the evaluation; returns the report (also written to `args.out`), or the data check (`--check_data`)."""
     from ..models.pipeline_phreg_segmentation import read_class_file
     from .artifacts import resolve_device
     from .presets import SEGMENTATION_ROWS
-    from .segmentation import load_segmentation_model
 
     args.validate()
     settings, overridden = resolve_settings(args)
@@ -424,10 +484,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
     if args.check_data:
         return check_data_report(args, rule, progress)
     pairs, description = labelled_pairs(args)
-    device = resolve_device(args.device)
-    loaded = {
-        option: load_segmentation_model(getattr(args, option), device=device) for option in ("base", "model")
-    }
+    loaded = load_base_and_student(args.base, args.model, resolve_device(args.device))
     segmenters = build_segmenters(loaded, SEGMENTATION_ROWS, classes, settings, args.batch_size)
     total = len(pairs) if isinstance(pairs, list) else None
     accumulators, count = score_rows(segmenters, pairs, rule, args.max_images, progress, total=total)

@@ -214,6 +214,19 @@ class PhregCLIPConfig(CLIPConfig):
     model_type = "phreg_clip"
     sub_configs_defaults = {"text_config": CLIPTextConfig, "vision_config": PhregCLIPVisionConfig}
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """`CLIPConfig.from_dict`, refusing a saved config without a tower's settings: transformers would fill in a
+        default tower, whose weight shapes then fail to load with a report that names neither cause nor fix."""
+        missing = [key for key in ("vision_config", "text_config") if not config_dict.get(key)]
+        if missing:
+            raise ValueError(
+                f"This phreg_clip config.json has no {' and '.join(missing)} (the settings of the tower(s) its "
+                "weights belong to). Save the model again from a complete copy (save_pretrained writes both), or "
+                "restore the missing entry."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def num_register_tokens(self) -> int:
         return self.vision_config.num_register_tokens

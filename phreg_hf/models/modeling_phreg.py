@@ -103,6 +103,42 @@ def _check_num_register_tokens(num_register_tokens) -> None:
         )
 
 
+def check_clip_config_has_towers(path: str | os.PathLike, option: str = "", **config_kwargs) -> None:
+    """ValueError when the `config.json` of a full CLIP checkpoint (`clip`, `phreg_clip`) has no `vision_config` or
+    `text_config`: transformers would fill in a default tower (ViT-B/32), whose weight shapes then fail to load
+    with a size-mismatch report that names neither the file nor the fix. Other checkpoints pass unchecked.
+
+    `config_kwargs`: `revision`, `token`, `cache_dir`, ... as for `AutoConfig.from_pretrained`.
+    """
+    config_dict, _ = PreTrainedConfig.get_config_dict(path, **config_kwargs)
+    if config_dict.get("model_type") not in ("clip", "phreg_clip"):
+        return
+    missing = [key for key in ("vision_config", "text_config") if not config_dict.get(key)]
+    if missing:
+        raise ValueError(
+            f"{(option + ' ') if option else ''}{path}: its config.json is a '{config_dict['model_type']}' config "
+            f"without {' and '.join(missing)}, the settings of the CLIP tower(s) its weights belong to. Save the "
+            "model again from a complete copy (save_pretrained writes both), or restore the missing entry."
+        )
+
+
+def config_class_name_for(model_type: str | None) -> str | None:
+    """The name of the PH-Reg or stock class that loads checkpoints of `model_type` (for error messages)."""
+    for student_class in STUDENT_CLASSES:
+        if student_class.config_class.model_type == model_type:
+            return student_class.__name__
+    if model_type == "phreg_clip":
+        return "PhregCLIPModel"
+    try:
+        return student_class_name_for(model_type)
+    except ValueError:
+        return None
+
+
+def _student_class_named(name: str | None):
+    return next((c for c in STUDENT_CLASSES if c.__name__ == name), None)
+
+
 def _nearest_multiples(size: int, multiple: int) -> str:
     lower = (size // multiple) * multiple
     upper = lower + multiple
@@ -141,10 +177,30 @@ class PhregRegisterMixin:
     # Construction
     def _init_registers(self, config) -> None:
         # Compared by model_type: with trust_remote_code the config class may come from another module copy.
-        if getattr(config, "model_type", None) != self.config_class.model_type:
+        # `from_pretrained` builds a config of this class from any config.json, keeping the file's own model_type:
+        # the message names that type (the class name alone would read "needs a X, got X").
+        model_type = getattr(config, "model_type", None)
+        if model_type != self.config_class.model_type:
+            loader = config_class_name_for(model_type)
+            if getattr(config, "base_model_type", None) or model_type == "phreg_clip":
+                # A full CLIP student's vision tower loads as PhregCLIPVisionBackbone (see its from_pretrained).
+                backbone = (
+                    "PhregCLIPVisionBackbone"
+                    if model_type == "phreg_clip"
+                    else getattr(_student_class_named(loader), "backbone_class_name", None)
+                )
+                fix = f"It is a {loader} checkpoint: load it with {loader}.from_pretrained" + (
+                    f" (or {backbone}.from_pretrained as a backbone)" if backbone else ""
+                )
+                fix += "; AutoModel picks the class itself."
+            else:
+                fix = (
+                    f"Build a student from a stock model with {type(self).__name__}.from_base(model_or_path)"
+                )
+                fix += f" (for this checkpoint: {loader}.from_base)." if loader else "."
             raise ValueError(
-                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}. Build a "
-                f"student from a stock model with {type(self).__name__}.from_base(model_or_path)."
+                f"{type(self).__name__} needs a {self.config_class.__name__} (model_type "
+                f"'{self.config_class.model_type}'), but this config.json is of model_type '{model_type}'. {fix}"
             )
         _check_num_register_tokens(config.num_register_tokens)
         self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, config.hidden_size))
@@ -200,6 +256,7 @@ class PhregRegisterMixin:
         config_kwargs = {
             k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs
         }
+        check_clip_config_has_towers(path, **config_kwargs)
         model_type = AutoConfig.from_pretrained(path, **config_kwargs).model_type
         if model_type not in cls.base_model_types:
             raise ValueError(
@@ -683,6 +740,11 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
         r"^logit_scale$",
     )
 
+    # A full CLIP student (`PhregCLIPModel`) keeps this model's weights under `vision_model.`; loading from one
+    # reads them there, and ignores the rest (text tower, projections, the dense value path).
+    _full_clip_keys = {r"^vision_model\.": ""}
+    _full_clip_unused_keys = (*unused_checkpoint_keys, r"^dense_value_path\.")
+
     def __init__(self, config: PhregCLIPVisionConfig):
         super().__init__(config)
         self._init_registers(config)
@@ -691,6 +753,55 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
         self.encoder = CLIPEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; given a full CLIP student (`phreg_clip`, e.g. a trainer's CLIP
+        output), the vision tower's weights are loaded from it (under `vision_model.` there), so that
+        `PhregCLIPVisionBackbone.from_pretrained(clip_student)` is that student's vision tower, not a random one.
+        A stock CLIP checkpoint is refused: it has no registers, build a student with `from_base`."""
+        model_type = None
+        if kwargs.get("config") is None and not kwargs.get("gguf_file"):
+            hub_kwargs = {
+                k: kwargs[k]
+                for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+                if k in kwargs
+            }
+            model_type = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)[0].get(
+                "model_type"
+            )
+        if model_type in cls.base_model_types:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a stock '{model_type}' checkpoint, not a PH-Reg student: build "
+                f"one with {cls.__name__}.from_base(path, num_register_tokens=16) (or load a saved student)."
+            )
+        if model_type != "phreg_clip":
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        kwargs["key_mapping"] = {**cls._full_clip_keys, **(kwargs.get("key_mapping") or {})}
+        ignored, cls._keys_to_ignore_on_load_unexpected = (
+            cls._keys_to_ignore_on_load_unexpected,
+            [
+                *(cls._keys_to_ignore_on_load_unexpected or []),
+                *cls._full_clip_unused_keys,
+            ],
+        )
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        finally:
+            cls._keys_to_ignore_on_load_unexpected = ignored
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+
+        # transformers reverses a load's key mapping when saving; this model saves under its own names.
+        def from_this_mapping(conversion) -> bool:
+            patterns = getattr(conversion, "_original_source_patterns", None)
+            patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
+            return patterns == list(cls._full_clip_keys)
+
+        conversions = [
+            c for c in getattr(model, "_weight_conversions", None) or [] if not from_this_mapping(c)
+        ]
+        model._weight_conversions = conversions or None
+        return loaded
 
     def forward(
         self,
@@ -777,6 +888,7 @@ def student_from_base(
 
 
 __all__ = [
+    "check_clip_config_has_towers",
     "PhregCLIPVisionModel",
     "PhregDinov2Model",
     "PhregDinov2WithRegistersModel",

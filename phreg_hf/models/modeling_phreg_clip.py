@@ -39,7 +39,9 @@ saved checkpoint for `AutoModel.from_pretrained(path, trust_remote_code=True)`.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -53,10 +55,37 @@ from transformers.models.clip.modeling_clip import (
     CLIPVisionEmbeddings,
     image_text_contrastive_loss,
 )
+from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_phreg import PhregCLIPConfig, PhregCLIPVisionConfig
-from .modeling_phreg import PhregCLIPVisionModel, _check_num_register_tokens, copy_backbone_file
+from .modeling_phreg import (
+    PhregCLIPVisionModel,
+    _check_num_register_tokens,
+    check_clip_config_has_towers,
+    copy_backbone_file,
+)
+
+logger = logging.get_logger(__name__)
+
+
+def _custom_pipeline_files(pipelines: dict) -> list[Path] | None:
+    """The code files of a config's `custom_pipelines` (each entry's module next to this file, plus the files it
+    imports relatively), or None when one of them is not there."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    files: list[Path] = []
+    for entry in pipelines.values():
+        module = str((entry or {}).get("impl", "")).rsplit(".", 1)[0]
+        source = Path(__file__).with_name(module + ".py")
+        if not module or not source.is_file():
+            return None
+        try:
+            imported = [Path(path) for path in get_relative_import_files(str(source))]
+        except (OSError, ValueError):
+            return None
+        files += [source, *imported]
+    return sorted(set(files))
 
 
 class PhregCLIPValuePath(nn.Module):
@@ -141,10 +170,35 @@ class PhregCLIPModel(CLIPPreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`; the code files include `modeling_phreg_backbone.py`, so that the vision
-        tower's backbone form (`PhregCLIPVisionBackbone`) travels with the checkpoint, as it always has."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if getattr(self, "_auto_class", None) is not None:
+        tower's backbone form (`PhregCLIPVisionBackbone`) travels with the checkpoint, as it always has.
+
+        A model whose config names custom pipelines (`custom_pipelines`, e.g. a trainer's CLIP student) keeps them
+        usable: their files (`pipeline_phreg_segmentation.py` and what it imports) are copied too. Where they are not
+        at hand (a model loaded with `trust_remote_code` without its pipeline), the entry is left out of the saved
+        config, with a warning, rather than saved pointing at a file the folder lacks."""
+        saves_code = getattr(self, "_auto_class", None) is not None
+        pipelines = dict(getattr(self.config, "custom_pipelines", None) or {})
+        files = _custom_pipeline_files(pipelines) if saves_code else None
+        if pipelines and files is None:
+            logger.warning(
+                "%s is saved without its custom_pipelines entry (%s): the pipeline code is not next to %s. To keep "
+                "it, save with phreg-hf installed (phreg_hf.evaluate.segmentation.save_pretrained_with_pipeline).",
+                save_directory,
+                ", ".join(sorted(pipelines)),
+                Path(__file__).name,
+            )
+            del (
+                self.config.custom_pipelines
+            )  # an extra attribute of the config: absent, not null, in config.json
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if pipelines:
+                self.config.custom_pipelines = pipelines
+        if saves_code:
             copy_backbone_file(save_directory)
+            for source in files or ():
+                shutil.copyfile(source, Path(save_directory) / source.name)
 
     # ----------------------------------------------------------------------------------------------------------
     # Construction
@@ -167,6 +221,7 @@ class PhregCLIPModel(CLIPPreTrainedModel):
         _check_num_register_tokens(num_register_tokens)
         if isinstance(clip_model_or_path, (str, os.PathLike)):
             config_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
+            check_clip_config_has_towers(clip_model_or_path, **config_kwargs)
             model_type = AutoConfig.from_pretrained(clip_model_or_path, **config_kwargs).model_type
             if model_type != "clip":
                 raise ValueError(

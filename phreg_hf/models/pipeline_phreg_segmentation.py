@@ -33,6 +33,7 @@ numpy, PIL, torch, transformers and our remote-code files (relatively): it trave
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -239,6 +240,31 @@ def reference_resize(pixels_uint8: torch.Tensor, size: tuple[int, int]) -> torch
     return torch.floor(resized + 0.5).clamp_(0, 255)
 
 
+def check_segmenter_settings(logit_scale: float, prob_threshold: float, prefix: str = "") -> None:
+    """ValueError for a softmax scale that is not a finite number > 0 or a threshold outside [0, 1] (NaN included):
+    either would turn every pixel into background, or into noise, without a sign. `prefix` is "--" for a command.
+    """
+    if not (isinstance(logit_scale, (int, float)) and math.isfinite(logit_scale) and logit_scale > 0):
+        raise ValueError(
+            f"{prefix}logit_scale must be a finite number > 0 (the softmax scale on cosine logits; reference: "
+            f"{DEFAULT_LOGIT_SCALE:g}), got {logit_scale}."
+        )
+    if not (isinstance(prob_threshold, (int, float)) and 0.0 <= prob_threshold <= 1.0):
+        raise ValueError(
+            f"{prefix}prob_threshold must be a probability in [0, 1] (0: no threshold; VOC21 protocol: 0.1), got "
+            f"{prob_threshold}."
+        )
+
+
+def _check_finite(values: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(
+            f"The model's {what} are not finite (NaN or inf), so no class could be told from another. Its weights "
+            "hold NaN or inf values (e.g. the registers), or its dtype overflows (float16: use float32); check the "
+            "checkpoint, or re-save it from a good copy."
+        )
+
+
 @torch.no_grad()
 def encode_queries(
     model,
@@ -269,8 +295,9 @@ def encode_queries(
         ).to(device)
         features = model.get_text_features(
             input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-        )
-        embeddings.append(F.normalize(features.pooler_output.float(), dim=-1))
+        ).pooler_output
+        _check_finite(features, "text embeddings of the class prompts")
+        embeddings.append(F.normalize(features.float(), dim=-1))
     per_name = torch.cat(embeddings).view(len(names), len(templates), -1).mean(dim=1)
     queries = list(F.normalize(per_name, dim=-1))
     owners = [class_index for class_index, _ in names]
@@ -342,6 +369,7 @@ class OpenVocabularySegmenter:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}.")
         if stride < 1 or batch_size < 1:
             raise ValueError(f"stride ({stride}) and batch_size ({batch_size}) must be >= 1.")
+        check_segmenter_settings(logit_scale, prob_threshold)
         self.model = as_phreg_clip(model).eval()
         self.classes = [list(synonyms) for synonyms in classes]
         self.mode = mode
@@ -395,6 +423,7 @@ class OpenVocabularySegmenter:
         grid = (padded.shape[-2] // p, padded.shape[-1] // p)
         with position_interpolation(self.model, self.position_interpolation):
             features = dense_features(self.model, padded.to(self.dtype), self.mode).float()  # (n, h*w, P)
+        _check_finite(features, f"dense features ({self.mode})")
         logits = F.normalize(features, dim=-1) @ self.queries.T  # (n, h*w, Q)
         logits = logits.transpose(1, 2).unflatten(2, grid)  # (n, Q, gh, gw)
         logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
@@ -426,6 +455,7 @@ class OpenVocabularySegmenter:
 
     def classify(self, logits: torch.Tensor) -> SegmentationResult:
         """`(Q, H, W)` logits -> label map and class probabilities (softmax, synonym max, threshold)."""
+        _check_finite(logits, "cosine logits")
         probabilities = torch.softmax(self.logit_scale * logits, dim=0)
         index = self.query_classes.view(-1, 1, 1).expand_as(probabilities)
         class_probabilities = probabilities.new_zeros(self.num_classes, *probabilities.shape[1:])
@@ -531,6 +561,7 @@ __all__ = [
     "OpenVocabularySegmenter",
     "PhregSegmentationPipeline",
     "SegmentationResult",
+    "check_segmenter_settings",
     "encode_queries",
     "parse_labels",
     "read_class_file",
