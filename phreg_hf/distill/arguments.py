@@ -455,14 +455,16 @@ class DistillArguments:
                 ) from None
 
 
-def distill_argument_parser():
-    """The `examples/distill.py` parser: every `DistillArguments` option, with the demo's defaults in the epilog."""
+def distill_argument_parser(prog: str | None = None):
+    """The `phreg distill` / `examples/distill.py` parser: every `DistillArguments` option, with the demo's defaults
+    in the epilog. `prog` names the command in the usage line (default: argparse's, the script's file name)."""
     from ..arg_parsing import make_parser
     from .demo import DEMO_DEFAULTS, DEMO_OUTPUT_DIR, DEMO_TEACHER_CACHE
 
     demo = ", ".join(f"--{name} {value}" for name, value in DEMO_DEFAULTS.items())
     return make_parser(
         DistillArguments,
+        prog=prog,
         description="PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP model and distill it from its "
         "denoised self.",
         epilog=f"Without --teacher (the offline demo on a synthetic model) these defaults change: {demo}, "
@@ -471,13 +473,13 @@ def distill_argument_parser():
     )
 
 
-def parse_distill_arguments(argv: list[str]) -> DistillArguments:
+def parse_distill_arguments(argv: list[str], prog: str | None = None) -> DistillArguments:
     """Parse a command line into `DistillArguments`; without --teacher the demo's defaults replace the reference ones.
 
     The demo's settings (`demo.DEMO_DEFAULTS`) stay in force whatever else is passed (e.g. only --output_dir),
     and each of them can still be set on the command line. With --teacher every default is the reference one.
     """
-    parser = distill_argument_parser()
+    parser = distill_argument_parser(prog)
     (args,) = parser.parse_args_into_dataclasses(args=list(argv))
     if not args.is_demo:
         return args

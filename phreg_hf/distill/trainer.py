@@ -740,9 +740,10 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
             args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
         )
         logger.info("***** PH-Reg distillation *****")
-        logger.info(
-            f"  Base model = {self.base_model_id}{' (synthetic, not pretrained)' if self.is_synthetic else ''}"
-        )
+        # The demo's base is named by SYNTHETIC_BASE_NAME, which already says "not pretrained"; a synthetic model
+        # given by path (--teacher FOLDER) is not, so it gets the note.
+        synthetic_note = " (synthetic, not pretrained)" if self.is_synthetic and self.args.teacher else ""
+        logger.info(f"  Base model = {self.base_model_id}{synthetic_note}")
         logger.info(
             f"  Training images = {self.num_train_images if self.num_train_images is not None else 'streamed'}"
         )
