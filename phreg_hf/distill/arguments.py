@@ -87,7 +87,7 @@ class DistillArguments:
             "full PhregCLIPModel whose MaskCLIP value-path features learn the NACLIP teacher's in projection "
             "space, at the paper's CLIP settings (448 px, batch 16, lr 3e-4 -> 1e-5) unless overridden; "
             "'maskclip': the same with a MaskCLIP teacher; 'tokens' (default for vision-only towers): distill the "
-            "vision tower's post-layernorm patch tokens (see phreg_hf/clip_training.py)."
+            "vision tower's post-layernorm patch tokens (see phreg_hf/distill/clip_training.py)."
         },
     )
     # ---- data
@@ -332,7 +332,7 @@ class DistillArguments:
         return [part for part in TRAINABLE_PARTS if flags[part]]
 
     def resolve_defaults(self, clip_dense: bool) -> None:
-        """Fill the options left at None with the reference values (METHOD.md), the CLIP ones for a CLIP dense run."""
+        """Fill the options left at None with the reference values (docs/method.md), the CLIP ones for a CLIP dense run."""
         from .clip_training import CLIP_REFERENCE_SETTINGS
 
         defaults = CLIP_REFERENCE_SETTINGS if clip_dense else GENERIC_REFERENCE_SETTINGS
