@@ -14,7 +14,7 @@
 # limitations under the License.
 """Offline demonstration: planted artifacts hurt a linear-probe segmentation, and PH-Reg recovers it.
 
-    python examples/probe_demo.py                  # 4-11 minutes on 2 shared CPU cores, no network
+    python examples/probe_demo.py                  # no network; 4-11 minutes on 2 lightly loaded CPU cores
     python examples/probe_demo.py --seeds 0 1 2    # one table per seed, then the student's margin per seed
 
 SYNTHETIC on both sides (see `phreg_hf/demos/probe_demo.py`): a random-init DINOv2 with planted position-locked

@@ -626,7 +626,7 @@ def render_model_card(
     status = training_status(settings)
     if status != "trained":
         logger.warning(
-            "%s is not a trained PH-Reg model: %s The model card says so; train it first (examples/distill.py) to publish one.",
+            "%s is not a trained PH-Reg model: %s The model card says so; train it first (`phreg distill`) to publish one.",
             folder,
             UNTRAINED_WARNINGS[status],
         )
