@@ -19,8 +19,8 @@
 
 Each sample in README.md is the fenced block right after a `<!-- sample: NAME -->` line; `SAMPLES` says which
 command prints it. The commands run as a new user runs them, one after the other in one empty folder (the demo
-first: the others read its output folder), from this checkout (PYTHONPATH). It takes 1.5-3 minutes on 2 shared CPU
-cores. A rewrite also copies the README's picture of `phreg visualize` (`FIGURES`) from what the command wrote.
+first: the others read its output folder), from this checkout (PYTHONPATH). It takes a few minutes on 2 shared
+CPU cores (5 min 46 s measured at a load average of 13). A rewrite also copies the README's picture of `phreg visualize` (`FIGURES`) from what the command wrote.
 
 `--check` compares with the runtimes masked (`mask_runtimes`: "in 20.5 s" reads "in # s"): a runtime is a fact of
 the machine and its load, not of the code, and differs on every run; every other character must match.
