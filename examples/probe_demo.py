@@ -14,7 +14,7 @@
 # limitations under the License.
 """Offline demonstration: planted artifacts hurt a linear-probe segmentation, and PH-Reg recovers it.
 
-    python examples/probe_demo.py                  # ~2 min on 2 CPU cores, no network
+    python examples/probe_demo.py                  # no network; 4-11 minutes on 2 lightly loaded CPU cores
     python examples/probe_demo.py --seeds 0 1 2    # one table per seed, then the student's margin per seed
 
 SYNTHETIC on both sides (see `phreg_hf/demos/probe_demo.py`): a random-init DINOv2 with planted position-locked
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from phreg_hf.data import SampleImagesUnavailable, sample_image_paths
 from phreg_hf.demos.probe_demo import run_probe_demo
 from phreg_hf.evaluate.probe import format_probe_table, write_report
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe_steps", type=int, default=1500, help="Training steps of each linear head.")
     parser.add_argument("--out", default=None, help="Write the last seed's report as JSON here.")
     args = parser.parse_args(argv)
+    try:
+        sample_image_paths()  # the labelled set is drawn on scikit-image's photos: say so before any work
+    except SampleImagesUnavailable as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     margins = []
     for seed in args.seeds:
         report = run_probe_demo(

@@ -13,22 +13,27 @@
 # limitations under the License.
 """`HfArgumentParser` with help text that reads right, and the parse-run-report frame of every `phreg` subcommand.
 
-Two fixes over the stock parser's `--help`:
+Three fixes over the stock parser's `--help`:
 
 - a help text that already states its default ("Default: 518 for DINOv2 ...", "(default: cuda if available)") does
   not get argparse's "(default: None)" appended a second time;
 - the `--no_X` switch that `HfArgumentParser` adds for a boolean option X that defaults to True gets its own help
-  ("Turn off --X ..."); the stock parser repeats X's help, so `--no_train_registers` read "Train the register tokens."
+  ("Turn off --X ..."); the stock parser repeats X's help, so `--no_train_registers` read "Train the register tokens.";
+- a boolean option is shown as the switch it is, `--X` (and `--no_X`), not `--X [X]`. The parser still takes
+  what `HfArgumentParser` takes, `--X`, `--X true` and `--X false` (scripts written for transformers' examples
+  pass values), only the help and usage lines change.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
 
 class DefaultOnceHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -51,10 +56,46 @@ def negated_help(option: str, help_text: str | None) -> str:
     )
 
 
+def is_switch(action: argparse.Action) -> bool:
+    """A boolean option as `HfArgumentParser` builds it: `--X` alone means True, `--X true/false` also parse."""
+    return (
+        bool(action.option_strings)
+        and action.nargs == "?"
+        and action.const is True
+        and action.type is string_to_bool
+    )
+
+
+@contextlib.contextmanager
+def _shown_as_switches(actions: Sequence[argparse.Action]) -> Iterator[None]:
+    """While help is formatted, boolean options take no value, so argparse prints `--X` instead of `--X [X]`."""
+    switches = [action for action in actions if is_switch(action)]
+    for action in switches:
+        action.nargs = 0
+    try:
+        yield
+    finally:
+        for action in switches:
+            action.nargs = "?"
+
+
+class PhregArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose usage and help show boolean options as switches (`--X`, `--no_X`)."""
+
+    def format_usage(self) -> str:
+        with _shown_as_switches(self._actions):
+            return super().format_usage()
+
+    def format_help(self) -> str:
+        with _shown_as_switches(self._actions):
+            return super().format_help()
+
+
 def make_parser(dataclass_types: Any, **kwargs) -> HfArgumentParser:
-    """`HfArgumentParser(dataclass_types, **kwargs)` with `DefaultOnceHelpFormatter` and distinct `--no_X` help."""
+    """`HfArgumentParser(dataclass_types, **kwargs)` with `DefaultOnceHelpFormatter`, distinct `--no_X` help and
+    boolean options shown as switches (`PhregArgumentParser`)."""
     kwargs.setdefault("formatter_class", DefaultOnceHelpFormatter)
-    parser = HfArgumentParser(dataclass_types, **kwargs)
+    parser = PhregArgumentParser(dataclass_types, **kwargs)
     positive_help = {
         action.dest: action.help
         for action in parser._actions
@@ -101,6 +142,8 @@ def run_cli(
         if isinstance(args, int):
             return args, None, None
         return None, args, work(args)
+    except BrokenPipeError:  # an OSError, but the reader went away: `cli.main` ends quietly
+        raise
     except bad_input as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2, None, None
@@ -109,6 +152,8 @@ def run_cli(
 __all__ = [
     "BAD_INPUT_ERRORS",
     "DefaultOnceHelpFormatter",
+    "PhregArgumentParser",
+    "is_switch",
     "make_parser",
     "negated_help",
     "parse_cli",

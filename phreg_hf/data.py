@@ -84,18 +84,35 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext in Image.registered_extensions()}
 
 
+# The extra that installs what the offline demos need (scikit-image's photos; matplotlib for the previews).
+DEMO_EXTRA_INSTALL = 'pip install "phreg-hf[demo]"'
+
+
+class SampleImagesUnavailable(ImportError):
+    """scikit-image, whose sample photos the offline demos use, is not installed (or ships no photos)."""
+
+
 def sample_image_paths() -> list[Path]:
-    """Paths of the natural sample images shipped with scikit-image (see `SAMPLE_IMAGE_FILES`)."""
+    """Paths of the natural sample images shipped with scikit-image (see `SAMPLE_IMAGE_FILES`).
+
+    Raises:
+        SampleImagesUnavailable: scikit-image is missing or holds none of them; the message says what to install.
+    """
     try:
         import skimage
-    except ImportError as error:
-        raise ImportError(
-            "The offline demo and tests use the sample images of scikit-image: pip install scikit-image"
-        ) from error
+    except ImportError:
+        # `from None`: the one message says it all, with no second traceback of the import machinery.
+        raise SampleImagesUnavailable(
+            "the offline demo's sample photos come with scikit-image, which is not installed: "
+            f"{DEMO_EXTRA_INSTALL} (or pip install scikit-image)."
+        ) from None
     folder = Path(skimage.__file__).parent / "data"
     paths = [folder / name for name in SAMPLE_IMAGE_FILES if (folder / name).is_file()]
     if not paths:
-        raise FileNotFoundError(f"No sample images found in {folder}; reinstall scikit-image.")
+        raise SampleImagesUnavailable(
+            f"no sample photos in {folder} (scikit-image without its data files): reinstall it with "
+            f"{DEMO_EXTRA_INSTALL}."
+        )
     return paths
 
 

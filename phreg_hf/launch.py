@@ -13,7 +13,7 @@
 # limitations under the License.
 """How the training script was launched: catch `accelerate launch --num_processes N` that runs one process.
 
-`accelerate launch --num_processes 2 script.py` on a machine without GPUs starts ONE process: without
+`accelerate launch --num_processes 2 script.py` (or `... -m phreg_hf.distill`) on a machine without GPUs starts ONE process: without
 `--multi_gpu` (or a config whose distributed_type is MULTI_GPU), Accelerate's simple launcher runs the script once
 and tells it nothing about the requested count. `requested_processes` reads the count from the launcher's own
 command line (the parent process) and `process_count_warning` compares it with the processes actually running.
@@ -44,12 +44,19 @@ def _launcher_command_line() -> list[str]:
         return []
 
 
+def _is_training_script(word: str) -> bool:
+    """Where the launcher's own options end: `script.py`, `-m` / `--module` (the next word is a module, e.g.
+    `accelerate launch -m phreg_hf.distill`), the `phreg` console script, or `--`."""
+    return word.endswith(".py") or word in ("-m", "--module", "--") or os.path.basename(word) == "phreg"
+
+
 def requested_processes(launcher_argv: Sequence[str] | None = None) -> int | None:
     """The `--num_processes` given to `accelerate launch`, or None when the script was not started that way.
 
     Args:
         launcher_argv: the launcher's command line (default: the parent process's, read with psutil), e.g.
-            `["python", "/usr/bin/accelerate", "launch", "--num_processes", "2", "examples/distill.py", ...]`.
+            `["python", "/usr/bin/accelerate", "launch", "--num_processes", "2", "examples/distill.py", ...]` or
+            `[..., "launch", "--num_processes", "2", "-m", "phreg_hf.distill", ...]`.
     """
     argv = list(_launcher_command_line() if launcher_argv is None else launcher_argv)
     names = [os.path.basename(word) for word in argv]
@@ -65,7 +72,7 @@ def requested_processes(launcher_argv: Sequence[str] | None = None) -> int | Non
     launch = starts[0]
     for index in range(launch + 1, len(argv)):
         word = argv[index]
-        if word.endswith(".py") or word == "--":  # the training script: what follows are its own options
+        if _is_training_script(word):  # what follows are the training script's own options
             return None
         match = _NUM_PROCESSES.match(word)
         if match:
@@ -91,9 +98,10 @@ def process_count_warning(
         f"accelerate launch was asked for --num_processes {requested} but only {running} process(es) run: without "
         "--multi_gpu, Accelerate starts a single process on a machine without GPUs. For "
         f"{requested} processes on CPUs, launch with\n"
-        f"    accelerate launch --multi_gpu --num_processes {requested} examples/distill.py ...\n"
-        f"or  torchrun --nproc_per_node {requested} examples/distill.py ...\n"
-        "(the trainer joins them into a CPU (gloo) process group). Continuing with "
+        f"    accelerate launch --multi_gpu --num_processes {requested} -m phreg_hf.distill ...\n"
+        f"or  torchrun --nproc_per_node {requested} -m phreg_hf.distill ...\n"
+        "(or examples/distill.py in place of -m phreg_hf.distill) "
+        "and the trainer joins them into a CPU (gloo) process group. Continuing with "
         f"{running} process(es)."
     )
 

@@ -14,7 +14,7 @@
 """Small random-init backbones with planted artifacts, for the offline demo, the tests and the benchmarks.
 
 No ViT weights can be downloaded here, and random-init models have none of the artifacts PH-Reg removes, so
-we plant them, as METHOD.md describes, and say so wherever they are used:
+we plant them, as docs/method.md describes, and say so wherever they are used:
 
 - position-locked artifacts: a large vector is added to the position embeddings at a few grid positions, so
   those positions show (nearly) the same feature whatever the image;

@@ -13,7 +13,7 @@
 # limitations under the License.
 """The denoised teacher of PH-Reg: average a frozen model's dense features over shifted and flipped views.
 
-For each image, K views are drawn (METHOD.md, "Teacher"): integer patch offsets (dy, dx) within
+For each image, K views are drawn (docs/method.md, section 2): integer patch offsets (dy, dx) within
 +-round(shift_frac * n), chosen by farthest point sampling among 10*K random draws, view 0 always the identity,
 the others flipped horizontally with probability 1/2. Each view is rendered, run through the frozen model, and
 every output patch token is scattered back to the original patch it shows; the average over the views that saw
@@ -26,7 +26,8 @@ shifted image horizontally, so its patch (i, j) shows original patch (i - dy, w 
 inside each patch mirrored too. This is exactly "shift the image by (dy*p, dx*p) pixels, then flip it".
 Patches shifted in from outside the image show the fill value (-1 in the index map).
 
-Choices where METHOD.md is silent (each also noted where it is made):
+Choices where the reference code is silent or differs (docs/method.md lists them; each also noted where it
+is made):
 - Views are drawn per image, not once per batch, so a target depends only on its image and its own seed.
 - Farthest point sampling starts from the origin (view 0 is the identity), so the other K-1 offsets are spread
   away from it and from each other. The reference starts from a random candidate and only then forces view 0
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# METHOD.md reference settings.
+# Reference settings (docs/method.md, section 2).
 DEFAULT_NUM_VIEWS = 10
 DEFAULT_SHIFT_FRAC = 0.15
 DEFAULT_FLIP_PROB = 0.5
@@ -91,7 +92,7 @@ def stack_views(views: Sequence[TeacherViews]) -> TeacherViews:
 def max_shifts(grid_size: tuple[int, int], shift_frac: float) -> tuple[int, int]:
     """Largest offset per axis in patches, `(round(shift_frac * h), round(shift_frac * w))`.
 
-    METHOD.md states s = round(shift_frac * n) for square grids; a non-square grid gets one bound per axis, so a
+    The reference takes s = round(shift_frac * n) for square grids; a non-square grid gets one bound per axis, so a
     wide image may shift further sideways than up and down, by the same share of its extent.
     """
     height, width = _check_grid_size(grid_size)

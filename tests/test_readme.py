@@ -89,6 +89,30 @@ def test_readme_sample_matches_what_the_command_prints(printed, name):
     )
 
 
+def test_the_sample_check_ignores_runtimes_and_nothing_else():
+    """`scripts/readme_samples.py --check` on another machine: "in 20.5 s" vs "in 53.8 s" is not a difference (a
+    runtime depends on the machine and its load), any other character is."""
+    readme = readme_blocks()
+    demo = readme["demo"]
+    assert readme_samples.RUNTIME.search(demo), "the demo sample prints its runtime"
+    slower = readme_samples.RUNTIME.sub("in 53.8 s", demo)
+    assert slower != demo
+    assert readme_samples.changed_samples(readme, {"demo": slower}) == []
+    other_number = demo.replace("400 steps", "401 steps")
+    assert other_number != demo
+    assert readme_samples.changed_samples(readme, {"demo": other_number, "eval": readme["eval"]}) == ["demo"]
+    assert readme_samples.changed_samples({}, {"demo": demo}) == ["demo"]  # a missing block differs
+
+
+def test_the_readme_picture_of_visualize_is_what_the_command_writes():
+    """`scripts/readme_samples.py` copies the picture from the `phreg visualize` sample's output folder."""
+    for target, source in readme_samples.FIGURES.items():
+        assert f"]({target})" in (REPO / "README.md").read_text(encoding="utf-8")
+        assert (REPO / target).is_file()
+        sample = next(sample for sample in readme_samples.SAMPLES if sample.name == "visualize")
+        assert source.split("/")[0] == sample.argv[sample.argv.index("--out") + 1]
+
+
 def measure_values(table: str) -> list[list[str]]:
     """Per model (base, teacher, student), its values in the order of the measures, from either table layout."""
     lines = table.splitlines()

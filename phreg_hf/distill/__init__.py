@@ -16,7 +16,8 @@
 `trainer.py` (setup and the loop, `DistillTrainer`), `arguments.py` (`DistillArguments`, parsed by
 `HfArgumentParser`), `training_data.py` (images, checks, dataset identity), `teacher_cache.py` (targets on disk),
 `checkpointing.py` (fingerprint, save, verified resume), `outputs.py` and `run_files.py` (what a finished run
-writes), `clip_training.py` (the paper's CLIP recipe) and `demo.py` (the offline demo's settings).
+writes), `clip_training.py` (the paper's CLIP recipe), `demo.py` (the offline demo's settings) and `cli.py` (the
+command line: `phreg distill`, `python -m phreg_hf.distill` through `__main__.py`, `examples/distill.py`).
 
 Imports: `phreg_hf.models`, the shared top-level modules (`data`, `teacher`, `seeding`, ...), and the two
 packages a run ends with: `phreg_hf.evaluate` (the end-of-run measures and previews) and `phreg_hf.hub` (the

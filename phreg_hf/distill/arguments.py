@@ -87,7 +87,7 @@ class DistillArguments:
             "full PhregCLIPModel whose MaskCLIP value-path features learn the NACLIP teacher's in projection "
             "space, at the paper's CLIP settings (448 px, batch 16, lr 3e-4 -> 1e-5) unless overridden; "
             "'maskclip': the same with a MaskCLIP teacher; 'tokens' (default for vision-only towers): distill the "
-            "vision tower's post-layernorm patch tokens (see phreg_hf/clip_training.py)."
+            "vision tower's post-layernorm patch tokens (see phreg_hf/distill/clip_training.py)."
         },
     )
     # ---- data
@@ -332,7 +332,7 @@ class DistillArguments:
         return [part for part in TRAINABLE_PARTS if flags[part]]
 
     def resolve_defaults(self, clip_dense: bool) -> None:
-        """Fill the options left at None with the reference values (METHOD.md), the CLIP ones for a CLIP dense run."""
+        """Fill the options left at None with the reference values (docs/method.md), the CLIP ones for a CLIP dense run."""
         from .clip_training import CLIP_REFERENCE_SETTINGS
 
         defaults = CLIP_REFERENCE_SETTINGS if clip_dense else GENERIC_REFERENCE_SETTINGS
@@ -455,14 +455,16 @@ class DistillArguments:
                 ) from None
 
 
-def distill_argument_parser():
-    """The `examples/distill.py` parser: every `DistillArguments` option, with the demo's defaults in the epilog."""
+def distill_argument_parser(prog: str | None = None):
+    """The `phreg distill` / `examples/distill.py` parser: every `DistillArguments` option, with the demo's defaults
+    in the epilog. `prog` names the command in the usage line (default: argparse's, the script's file name)."""
     from ..arg_parsing import make_parser
     from .demo import DEMO_DEFAULTS, DEMO_OUTPUT_DIR, DEMO_TEACHER_CACHE
 
     demo = ", ".join(f"--{name} {value}" for name, value in DEMO_DEFAULTS.items())
     return make_parser(
         DistillArguments,
+        prog=prog,
         description="PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP model and distill it from its "
         "denoised self.",
         epilog=f"Without --teacher (the offline demo on a synthetic model) these defaults change: {demo}, "
@@ -471,13 +473,13 @@ def distill_argument_parser():
     )
 
 
-def parse_distill_arguments(argv: list[str]) -> DistillArguments:
+def parse_distill_arguments(argv: list[str], prog: str | None = None) -> DistillArguments:
     """Parse a command line into `DistillArguments`; without --teacher the demo's defaults replace the reference ones.
 
     The demo's settings (`demo.DEMO_DEFAULTS`) stay in force whatever else is passed (e.g. only --output_dir),
     and each of them can still be set on the command line. With --teacher every default is the reference one.
     """
-    parser = distill_argument_parser()
+    parser = distill_argument_parser(prog)
     (args,) = parser.parse_args_into_dataclasses(args=list(argv))
     if not args.is_demo:
         return args

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The trainer's CLIP dense mode (METHOD.md, "CLIP"): which base class to load, the student and NACLIP teacher,
+"""The trainer's CLIP dense mode (docs/method.md, section 7): which base class to load, the student and NACLIP teacher,
 the paper's CLIP settings, and how the student is saved (with its processor and segmentation pipeline).
 
 `trainer.py` calls these small hooks so that everything CLIP-specific stays here; the dense paths themselves are
@@ -29,7 +29,7 @@ from ..models.modeling_phreg_clip import PhregCLIPModel
 
 logger = logging.get_logger(__name__)
 
-# METHOD.md's CLIP settings; the trainer uses them for a CLIP run in a dense mode unless the user overrides them.
+# The paper's CLIP settings (docs/method.md, section 7); the trainer uses them for a CLIP run in a dense mode unless the user overrides them.
 CLIP_REFERENCE_SETTINGS = {
     "resolution": 448,
     "per_device_train_batch_size": 16,

@@ -13,9 +13,10 @@
 # limitations under the License.
 """The offline demo: a synthetic planted-artifact teacher, a DINOv2-style image processor and sample photos.
 
-With no `--teacher`, `examples/distill.py` distills a small random-init DINOv2 whose artifacts were planted on
-purpose (`synthetic.py`; NOT a pretrained model) on scikit-image's natural sample photos: the whole pipeline,
-offline, in about 30 s on 2 CPU cores.
+With no `--teacher`, `phreg distill` (and `examples/distill.py`) distills a small random-init DINOv2 whose
+artifacts were planted on purpose (`synthetic.py`; NOT a pretrained model) on scikit-image's natural sample photos
+(`pip install "phreg-hf[demo]"`): the whole pipeline, offline, in 1.5-3 minutes on 2 shared CPU cores (400 steps,
+20-95 s of training depending on the load).
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ DEMO_BASE_DIR = "demo_base"
 # Where the demo writes when no --output_dir is given (overwritten by each demo run).
 DEMO_OUTPUT_DIR = "phreg-demo"
 # Defaults of a run without --teacher (the demo), in place of the reference ones of `DistillArguments`. They differ
-# only where the tiny synthetic model and a ~30 s CPU budget ask for it; any of them given on the command line
-# still wins. Everything else keeps the reference settings of METHOD.md (K = 10 views, shift 0.15, 16 registers,
-# AdamW, weight decay 1e-2, exponential decay, all four parts trained, loss (1 - cos) + MSE).
+# only where the tiny synthetic model and a budget of a minute or two of CPU time ask for it; any of them given on
+# the command line still wins. Everything else keeps the reference settings of docs/method.md (K = 10 views, shift
+# 0.15, 16 registers, AdamW, weight decay 1e-2, exponential decay, all four parts trained, loss (1 - cos) + MSE).
 DEMO_DEFAULTS = {
     # The reference 1e-4 -> 5e-6 suits a pretrained model fine-tuned for hours; the tiny synthetic model must
-    # unlearn planted artifacts 30x the size of its position embeddings in about 30 s of CPU time.
+    # unlearn planted artifacts 30x the size of its position embeddings in 400 steps (20 s of idle CPU time).
     "learning_rate": 3e-3,
     "final_learning_rate": 3e-4,
     # The sample images are few, so many short epochs; the targets are cached (--teacher_cache defaults to

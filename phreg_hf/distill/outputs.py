@@ -83,7 +83,8 @@ class TrainingOutputsMixin:
             self._write_previews(preview_dir or self.output_dir, student, pixel_values, common)
         return metrics
 
-    def _write_previews(self, folder: Path, student, pixel_values: torch.Tensor, common: dict) -> None:
+    def _write_previews(self, folder: Path, student, pixel_values: torch.Tensor, common: dict) -> int:
+        """Write the previews into `folder` (the staging folder of `save_outputs`); returns how many."""
         try:
             from ..evaluate.visualization import write_previews
 
@@ -101,8 +102,10 @@ class TrainingOutputsMixin:
             )
         except ImportError as error:
             logger.warning(f"No preview pictures: {error} (or pass --num_preview_images 0 to skip them).")
-            return
-        logger.info(f"Wrote {len(paths)} preview pictures to {paths[0].parent}")
+            return 0
+        # Not logged here: `folder` is the hidden staging folder, gone once the set is moved into place.
+        self.num_previews_written = len(paths)
+        return len(paths)
 
     def hardware(self) -> str:
         n = self.accelerator.num_processes
@@ -223,6 +226,7 @@ class TrainingOutputsMixin:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             student = accelerator.unwrap_model(self.student)
+            self.num_previews_written = 0
             staging = new_staging_folder(self.output_dir)
             try:
                 if (
@@ -243,7 +247,14 @@ class TrainingOutputsMixin:
             finally:
                 if staging.exists():
                     remove_tree(staging)
-            logger.info(f"Saved the student, image processor, settings and metrics to {self.output_dir}")
+            previews = (
+                f" and {self.num_previews_written} preview pictures ({self.output_dir / constants.PREVIEWS_DIR})"
+                if self.num_previews_written
+                else ""
+            )
+            logger.info(
+                f"Saved the student, image processor, settings, metrics{previews} to {self.output_dir}"
+            )
         accelerator.wait_for_everyone()
         return {
             "settings": json.loads((self.output_dir / constants.TRAINING_SETTINGS_FILE).read_text()),

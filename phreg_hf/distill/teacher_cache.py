@@ -13,7 +13,7 @@
 # limitations under the License.
 """On-disk cache of denoised teacher targets, so that epochs after the first only run the student.
 
-The denoised target of an image depends only on the image and the K views drawn for it (METHOD.md), so it
+The denoised target of an image depends only on the image and the K views drawn for it (docs/method.md), so it
 can be computed once and reused. With a cache the trainer therefore fixes, per image index:
 
 - the crop: `crop_seed_for(seed, index)` seeds the random square crop, so the student sees, every epoch,

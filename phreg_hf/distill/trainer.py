@@ -14,14 +14,14 @@
 """PH-Reg distillation: `DistillArguments` (parsed with `HfArgumentParser`) and `DistillTrainer` (Accelerate).
 
 `DistillTrainer` is split by concern: this file sets up the models and runs the loop; `training_data.py` (the
-images), `checkpointing.py` (resumable checkpoints) and `training_outputs.py` (final measures and saved files)
-hold the rest as mixins, and `training_args.py` the options.
+images), `checkpointing.py` (resumable checkpoints) and `outputs.py` (final measures and saved files) hold the rest
+as mixins, and `arguments.py` the options.
 
 The student (the base model plus registers, see `modeling_phreg.py`) learns to reproduce, on each training
 image, the *denoised* patch features of the frozen base model (`teacher.py`): the average of the base model's
 features over K shifted / flipped views, which keeps the image content and washes out position-locked
 artifacts. Only the registers, position embeddings, patch-embedding projection and last block train
-(each switchable); everything else is frozen and verified frozen. METHOD.md has the method and the reference
+(each switchable); everything else is frozen and verified frozen. docs/method.md has the method and the reference
 settings; where this file departs from the reference code, a comment says why.
 
 Typical use (see `examples/distill.py`)::
@@ -32,7 +32,7 @@ Typical use (see `examples/distill.py`)::
 With no `--teacher`, a small random-init DINOv2 with planted artifacts (synthetic, see `synthetic.py`) is
 distilled on natural sample images from scikit-image: an offline demo of the whole pipeline.
 
-Steps, epochs and the learning rate (METHOD.md: AdamW, exponential decay per epoch to the final rate):
+Steps, epochs and the learning rate (docs/method.md: AdamW, exponential decay per epoch to the final rate):
 
 - one *step* is one optimizer step, i.e. `gradient_accumulation_steps` micro-batches on every process
   (global batch = per-device batch x processes x accumulation). A step whose loss or teacher targets hold
@@ -103,7 +103,7 @@ __all__ = [
     "write_demo_images",
 ]
 
-# Reference resolutions (METHOD.md / reference code) when --resolution is not given.
+# Reference resolutions (docs/method.md / reference code) when --resolution is not given.
 REFERENCE_RESOLUTIONS = {"dinov2": 518, "dinov2_with_registers": 518, "clip_vision_model": 448, "clip": 448}
 
 
@@ -169,7 +169,7 @@ class _TrainingState:
 def distillation_loss(
     student_tokens: torch.Tensor, targets: torch.Tensor, mse_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PH-Reg loss on final-normed patch tokens: `(1 - mean cosine) + mse_scale * MSE` (METHOD.md).
+    """PH-Reg loss on final-normed patch tokens: `(1 - mean cosine) + mse_scale * MSE` (docs/method.md).
 
     Args:
         student_tokens: `(B, N, C)` student patch tokens (any float dtype; computed in float32).
@@ -342,7 +342,7 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
         if self.is_synthetic and args.teacher is None:
             self.base_model_id = SYNTHETIC_BASE_NAME.format(model_type=base.config.model_type)
 
-        # Student and teacher both start as exact copies of the base (METHOD.md). The teacher is a 0-register
+        # Student and teacher both start as exact copies of the base (docs/method.md). The teacher is a 0-register
         # student: it computes exactly what the base computes, and exposes the same `get_patch_tokens`. Both
         # hold float32 weights (as the reference code); lower precision comes from autocast (--mixed_precision).
         self.clip_dense_mode = clip_training.resolve_mode(base, args.clip_dense_mode)
@@ -375,7 +375,7 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
         self.resolution = self._resolve_resolution()
         self.image_processor = image_processor or build_demo_image_processor(self.resolution)
         if self.clip_dense_mode is not None:
-            # METHOD.md: the position embeddings are resized once to the training grid, and that table trains.
+            # docs/method.md: the position embeddings are resized once to the training grid, and that table trains.
             self.student.resize_position_embeddings(self.resolution)
             clip_training.set_processor_resolution(self.image_processor, self.resolution)
         self.grid_size = (self.resolution // self.patch_size, self.resolution // self.patch_size)
@@ -740,9 +740,10 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
             args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
         )
         logger.info("***** PH-Reg distillation *****")
-        logger.info(
-            f"  Base model = {self.base_model_id}{' (synthetic, not pretrained)' if self.is_synthetic else ''}"
-        )
+        # The demo's base is named by SYNTHETIC_BASE_NAME, which already says "not pretrained"; a synthetic model
+        # given by path (--teacher FOLDER) is not, so it gets the note.
+        synthetic_note = " (synthetic, not pretrained)" if self.is_synthetic and self.args.teacher else ""
+        logger.info(f"  Base model = {self.base_model_id}{synthetic_note}")
         logger.info(
             f"  Training images = {self.num_train_images if self.num_train_images is not None else 'streamed'}"
         )

@@ -17,7 +17,7 @@
         --dataset_name ORG/VOC --split train --eval_split validation --out probe.json
     phreg probe --task depth --base B --student S --images DIR --depths DIR --out probe.json
 
-The protocol of the paper's Table 2 (METHOD.md, "Dense evaluation"): the backbone is frozen and gives its
+The protocol of the paper's Table 2 (docs/method.md, section 9): the backbone is frozen and gives its
 last-layer patch tokens (CLS and registers dropped: `get_feature_map`); a linear head (BatchNorm + 1x1 conv)
 reads them; its output is upsampled bilinearly to the crop; AdamW (lr 1e-3, weight decay 1e-4) with poly decay
 trains it on augmented crops (random resize 0.5-2.0, flip, photometric jitter, crop 518); the test image is

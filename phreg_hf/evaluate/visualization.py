@@ -21,9 +21,9 @@ Each PNG is a 2 x 3 grid of panels (`PANELS`, in reading order):
     base: PCA of features  | teacher: PCA of features  | student: PCA of features
 
 - The two norm maps share one colour scale per image, in multiples of the base model's median patch norm (the
-  colorbar on the right; the range is also in the titles), so an artifact token that is bright in the base map and
+  colorbar on the right; the range is also in the figure title), so an artifact token that is bright in the base map and
   gone in the student map really lost norm. Maps whose norms vary by less than `MIN_RELATIVE_SPAN` (5 %) of the
-  median are drawn on a 5 % wide range and titled "flat", so that rounding noise does not look like structure.
+  median are drawn on a 5 % wide range and marked "flat", so that rounding noise does not look like structure.
 - The PCA panels show the first 3 principal components of the patch features as RGB. By default the PCA is fitted
   once per image on the *denoised teacher's* features (the clean reference) and base and student are projected
   onto the same components with the same colour scaling, so equal colours mean similar features across the three
@@ -164,8 +164,11 @@ class NormScale:
 
     def describe(self) -> str:
         if self.flat:
-            return f"flat: all within {self.spread * 100:.2g} % of the base median {self.median:.3g}"
-        return f"shared scale {self.low:.3g}..{self.high:.3g} x base median {self.median:.3g}"
+            return (
+                f"flat, all within {self.spread * 100:.2g} % of the base median {self.median:.3g} (drawn on a "
+                f"{MIN_RELATIVE_SPAN * 100:.0f} % range)"
+            )
+        return f"{self.low:.3g}..{self.high:.3g} x the base median norm {self.median:.3g}"
 
 
 def norm_scale(norms: Sequence[np.ndarray], median: float) -> NormScale:
@@ -197,7 +200,9 @@ def _draw_norm_panels(figure, axes, features: dict, grid_size: tuple[int, int], 
             interpolation="nearest",
             extent=extent,
         )
-        ax.set_title(f"{MODEL_LABELS[name]}: patch-token norm\n({scale.describe()})")
+        # The scale is one for both maps, so it is stated once (the figure title), not in two side-by-side titles
+        # that would run into each other.
+        ax.set_title(f"{MODEL_LABELS[name]}:\npatch-token norm" + (" (flat)" if scale.flat else ""))
     colorbar = figure.colorbar(
         mappable, ax=list(axes), shrink=0.9, label=f"token norm / base median norm ({scale.median:.4g})"
     )
@@ -247,7 +252,7 @@ def render_comparison(
     extent = (0, width, height, 0)  # feature maps are drawn over the same pixel extent as the image
     axes[0, 0].imshow(image, extent=extent)
     axes[0, 0].set_title(f"input ({width}x{height} crop)")
-    _draw_norm_panels(figure, axes[0, 1:], features, grid_size, extent)
+    scale = _draw_norm_panels(figure, axes[0, 1:], features, grid_size, extent)
     fit_on = ["teacher"] if pca_fit_on == "teacher" else list(features)
     for ax, (name, rgb) in zip(axes[1], pca_rgb(features, fit_on, grid_size).items(), strict=True):
         ax.imshow(rgb, interpolation="nearest", extent=extent)
@@ -259,7 +264,8 @@ def render_comparison(
     else:
         pca_note = "PCA fitted on base + teacher + student features of this image together"
     figure.suptitle(
-        (f"{title}\n" if title else "") + f"Norm maps share one colour scale. {pca_note}\n"
+        (f"{title}\n" if title else "")
+        + f"Norm maps share one colour scale: {scale.describe()}.\n{pca_note}\n"
         "(3 components as RGB with one colour scaling: the same colour means similar features)",
         fontsize=10,
     )

@@ -70,7 +70,7 @@ METRIC_ROW_LABELS = {
     "teacher": "Denoised teacher",
     "student": "PH-Reg student (after)",
 }
-# Which way is better, for the measures whose meaning METHOD.md fixes. A metrics JSON may add or override
+# Which way is better, for the measures whose meaning docs/method.md fixes. A metrics JSON may add or override
 # entries with an optional {"better": {metric: "lower" | "higher"}}; unknown measures get no arrow.
 METRIC_BETTER = {
     "outlier_ratio": "lower",
@@ -626,7 +626,7 @@ def render_model_card(
     status = training_status(settings)
     if status != "trained":
         logger.warning(
-            "%s is not a trained PH-Reg model: %s The model card says so; train it first (examples/distill.py) to publish one.",
+            "%s is not a trained PH-Reg model: %s The model card says so; train it first (`phreg distill`) to publish one.",
             folder,
             UNTRAINED_WARNINGS[status],
         )

@@ -47,9 +47,9 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
-from transformers import HfArgumentParser
 from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
+from ..arg_parsing import make_parser
 from ..constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from ..file_checks import check_inside_folder, check_markdown_safe_name, check_safetensors_file
 from .dense_reports import dense_report_paths
@@ -589,7 +589,7 @@ class PushArguments:
 
 
 def _push_parser() -> argparse.ArgumentParser:
-    parser = HfArgumentParser(
+    parser = make_parser(
         PushArguments,
         prog="phreg push",
         description="Render the model card of a saved PH-Reg student and upload it to the Hub in one commit.",

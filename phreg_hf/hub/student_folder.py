@@ -61,7 +61,7 @@ def read_student_config(folder: str | Path) -> dict:
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Output folder {folder} does not exist. Pass the --output_dir of a finished "
-            "`accelerate launch examples/distill.py` run, or a folder written by student.save_pretrained(...)."
+            "`phreg distill` (or `examples/distill.py`) run, or a folder written by student.save_pretrained(...)."
         )
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
@@ -75,7 +75,7 @@ def read_student_config(folder: str | Path) -> dict:
         raise ValueError(
             f"{folder} holds a {model_type!r} model, not a PH-Reg student (model_type one of "
             f"{sorted(STUDENT_BACKBONES)}). Build one with phreg_hf.student_from_base(base, num_register_tokens) "
-            "and train it (examples/distill.py), then push its output folder."
+            "and train it (`phreg distill`), then push its output folder."
         )
     if model_type == PhregCLIPConfig.model_type:
         # A full CLIP student: the vision student's fields (patch size, registers, ...) are read from vision_config.

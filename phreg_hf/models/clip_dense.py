@@ -13,7 +13,7 @@
 # limitations under the License.
 """Text-aligned dense CLIP features: the NACLIP teacher path, the MaskCLIP path, and the trainer's CLIP settings.
 
-METHOD.md, "CLIP": PH-Reg distills CLIP in its joint text-image space. Both paths run the frozen vision tower up to
+docs/method.md, section 7: PH-Reg distills CLIP in its joint text-image space. Both paths run the frozen vision tower up to
 its last block, then replace that block, without new weights, by a *reduced* form (no residual, no MLP), and
 finish with `post_layernorm` and `visual_projection`:
 

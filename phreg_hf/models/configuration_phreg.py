@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.backbone_utils import BackboneConfigMixin
 
-# Reference setting of PH-Reg (METHOD.md): 16 learnable registers.
+# Reference setting of PH-Reg (docs/method.md): 16 learnable registers.
 DEFAULT_NUM_REGISTER_TOKENS = 16
 
 

@@ -87,7 +87,7 @@ def copy_backbone_file(save_directory: str | os.PathLike) -> bool:
     return True
 
 
-# Parts of a student that PH-Reg may train (METHOD.md: all four by default); see `trainable_parameter_groups`.
+# Parts of a student that PH-Reg may train (docs/method.md: all four by default); see `trainable_parameter_groups`.
 TRAINABLE_PARTS = ("registers", "position_embeddings", "patch_embeddings", "last_block")
 
 

@@ -14,7 +14,7 @@
 """A full CLIP PH-Reg student: CLIP's text tower unchanged, plus a PH-Reg vision student with text-aligned dense
 features.
 
-[`PhregCLIPModel`] is what the paper distills for open-vocabulary segmentation (METHOD.md, "CLIP"). One checkpoint
+[`PhregCLIPModel`] is what the paper distills for open-vocabulary segmentation (docs/method.md, section 7). One checkpoint
 serves both uses of CLIP:
 
 - `get_text_features` is `CLIPModel.get_text_features` itself (the same function object), so text embeddings are
@@ -273,7 +273,7 @@ class PhregCLIPModel(CLIPPreTrainedModel):
 
         The new table is exactly what CLIP's own bicubic interpolation gives at that size (transformers'
         `CLIPVisionEmbeddings.interpolate_pos_encoding`), so outputs at `image_size` do not change; the resized table
-        is then what trains (METHOD.md: 448 px, 28 x 28 grid) and `config.vision_config.image_size` is updated.
+        is then what trains (the paper: 448 px, 28 x 28 grid; docs/method.md) and `config.vision_config.image_size` is updated.
         """
         vision_config = self.config.vision_config
         patch = self.vision_model.patch_size

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Zero-shot open-vocabulary semantic segmentation with CLIP dense features (METHOD.md, "Segmentation").
+"""Zero-shot open-vocabulary semantic segmentation with CLIP dense features (docs/method.md, section 7).
 
 The paper's protocol, for a PH-Reg CLIP student or a base CLIP (MaskCLIP / NACLIP baselines), in one place:
 

@@ -75,6 +75,11 @@ def test_with_a_teacher_every_default_is_the_reference_one(tmp_path):
         (["accelerate", "launch", "d.py", "--num_processes", "2"], None),  # the script's own option
         (["torchrun", "--nproc_per_node", "2", "d.py"], None),
         (["bash"], None),
+        # The module form: `-m` ends the launcher's options; what follows is the module and its own options.
+        (["accelerate", "launch", "--num_processes", "2", "-m", "phreg_hf.distill"], 2),
+        (["accelerate", "launch", "-m", "phreg_hf.distill", "--num_processes", "2"], None),
+        (["accelerate", "launch", "--module", "phreg_hf.distill", "--num_processes=2"], None),
+        (["accelerate", "launch", "/usr/local/bin/phreg", "distill", "--num_processes", "2"], None),
     ],
 )
 def test_requested_processes_are_read_from_the_launcher(launcher, requested):
@@ -94,9 +99,13 @@ def test_fewer_processes_than_requested_are_named_with_the_fix():
 
 
 @pytest.mark.slow
-def test_accelerate_launch_with_the_shipped_config_is_quiet_and_names_a_lost_process():
-    """Through the real `accelerate launch`: the shipped config silences its notices about unset options, and
-    `--num_processes 2` (one process on a CPU machine) is named. `--help` stops before any model is built."""
+@pytest.mark.parametrize(
+    "script", [[str(REPO / "examples" / "distill.py")], ["-m", "phreg_hf.distill"]], ids=["script", "module"]
+)
+def test_accelerate_launch_with_the_shipped_config_is_quiet_and_names_a_lost_process(script, tmp_path):
+    """Through the real `accelerate launch`, of the example script and of the installed module alike: the shipped
+    config silences its notices about unset options, and `--num_processes 2` (one process on a CPU machine) is
+    named. `--help` stops before any model is built."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -104,10 +113,53 @@ def test_accelerate_launch_with_the_shipped_config_is_quiet_and_names_a_lost_pro
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "examples" / "accelerate_config.yaml"),
-        "--num_processes", "2", str(REPO / "examples" / "distill.py"), "--help",
+        "--num_processes", "2", *script, "--help",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    # Not in the repository: `-m phreg_hf.distill` must come from the installed (here: PYTHONPATH) package.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "were not passed to `accelerate launch`" not in result.stderr
     assert "asked for --num_processes 2 but only 1 process(es) run" in result.stderr
     assert "--teacher TEACHER" in result.stdout
+
+
+def test_examples_distill_is_a_thin_entry_point_of_the_package(monkeypatch):
+    """`examples/distill.py`, `phreg distill` and `python -m phreg_hf.distill` run one function."""
+    import importlib.util
+
+    from phreg_hf.distill import cli as distill_cli
+
+    spec = importlib.util.spec_from_file_location(
+        "phreg_example_distill_thin", REPO / "examples" / "distill.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    calls = []
+    monkeypatch.setattr(example, "distill_main", lambda argv, prog: calls.append((argv, prog)) or 0)
+    assert example.main(["--max_steps", "1"]) == 0 and calls == [(["--max_steps", "1"], None)]
+    assert spec.loader.get_source(spec.name).count("from phreg_hf.distill.cli import distill_main") == 1
+    assert distill_cli.distill_main.__module__ == "phreg_hf.distill.cli"
+    assert (REPO / "phreg_hf" / "distill" / "__main__.py").read_text().count(
+        "distill_main(prog=MODULE_PROG)"
+    ) == 1
+
+
+def test_the_demo_without_scikit_image_says_what_to_install_in_one_line(monkeypatch, tmp_path, capsys):
+    """scikit-image missing (its import fails): one `error:` line naming the [demo] extra, before any model is
+    built, and no traceback. `--train_dir` needs no scikit-image."""
+    from phreg_hf import cli, data
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # `import skimage` now raises ImportError
+    with pytest.raises(data.SampleImagesUnavailable) as caught:
+        data.sample_image_paths()
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # one traceback, not two
+    assert cli.main(["distill", "--output_dir", str(tmp_path / "demo")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("phreg distill: error: "), captured.err
+    assert 'pip install "phreg-hf[demo]"' in lines[0] and "--train_dir" in lines[0]
+    assert "Traceback" not in captured.err and not (tmp_path / "demo").exists()
+    args = parse_distill_arguments(["--train_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")])
+    from phreg_hf.distill.cli import _check_demo_images
+
+    _check_demo_images(args)  # the demo's model on your own images: nothing to install

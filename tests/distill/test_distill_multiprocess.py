@@ -1,8 +1,9 @@
-"""Two CPU processes (`torchrun --nproc_per_node 2 examples/distill.py`): trains, syncs gradients, saves once,
+"""Two CPU processes (`torchrun --nproc_per_node 2 -m phreg_hf.distill`): trains, syncs gradients, saves once,
 shares one teacher cache.
 
-The launched script is `examples/distill.py` itself, wrapped (test-only) so that each rank also dumps its
-final student weights, and rank 1 gets NaN teacher targets once: both ranks must then skip that step
+The launched script runs the installed module form, `phreg_hf/distill/__main__.py` (what `-m phreg_hf.distill`
+and `examples/distill.py` both run: `phreg_hf.distill.cli.distill_main`), wrapped (test-only) so that each rank
+also dumps its final student weights, and rank 1 gets NaN teacher targets once: both ranks must then skip that step
 together (the skip decision is shared) and still end with identical weights. The training folder holds an
 unreadable file and the batch size is 1, so some micro-batch of some rank is empty: that rank must still
 join the gradient sync.
@@ -27,14 +28,11 @@ from transformers import AutoConfig
 from phreg_hf.constants import METRICS_FILE, TRAINING_SETTINGS_FILE
 from phreg_hf.data import write_sample_images
 
-REPO = Path(__file__).resolve().parents[2]
-
 LAUNCHED = textwrap.dedent(
     """
+    import runpy
     import sys
     import torch
-    sys.path.insert(0, {examples!r})
-    import distill
     from phreg_hf.distill import trainer as trainer_module
 
     dump_dir, inject_nan, argv = sys.argv[1], sys.argv[2] == "nan", sys.argv[3:]
@@ -43,7 +41,7 @@ LAUNCHED = textwrap.dedent(
     def save_outputs(self):
         result = original_save(self)
         state = self.accelerator.unwrap_model(self.student).state_dict()
-        torch.save(state, f"{{dump_dir}}/rank{{self.accelerator.process_index}}.pt")
+        torch.save(state, f"{dump_dir}/rank{self.accelerator.process_index}.pt")
         return result
 
     # After the teacher cache (the demo's default), so that the NaN reaches one step only, not the cached target.
@@ -56,7 +54,8 @@ LAUNCHED = textwrap.dedent(
 
     trainer_module.DistillTrainer.save_outputs = save_outputs
     trainer_module.DistillTrainer.targets_for_batch = targets_for_batch
-    sys.exit(distill.main(argv))
+    sys.argv = [sys.argv[0], *argv]
+    runpy.run_module("phreg_hf.distill", run_name="__main__", alter_sys=True)  # exits with its code
     """
 )
 
@@ -68,7 +67,7 @@ def _free_port() -> int:
 
 
 def _launch_two_processes(tmp_path: Path, inject_nan: bool, *extra: str) -> tuple[Path, Path, str]:
-    """torchrun two CPU processes of examples/distill.py on 6 photos + 1 unreadable file; (out, dumps, log)."""
+    """torchrun two CPU processes of `-m phreg_hf.distill` on 6 photos + 1 unreadable file; (out, dumps, log)."""
     images = tmp_path / "images"
     images.mkdir()
     for path in sorted(write_sample_images(tmp_path / "all"))[:6]:
@@ -78,7 +77,7 @@ def _launch_two_processes(tmp_path: Path, inject_nan: bool, *extra: str) -> tupl
     (images / "broken.png").write_bytes(b"not an image")
     shutil.rmtree(tmp_path / "all")
     script = tmp_path / "launched.py"
-    script.write_text(LAUNCHED.format(examples=str(REPO / "examples")))
+    script.write_text(LAUNCHED)
     dumps, out = tmp_path / "dumps", tmp_path / "out"
     dumps.mkdir()
     # torchrun: `accelerate launch --cpu --num_processes 2` starts a single process unless an MPI hostfile is

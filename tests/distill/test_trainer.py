@@ -510,6 +510,21 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
     assert f"![{PREVIEWS_DIR}/train_00000.png]({PREVIEWS_DIR}/train_00000.png)" in card.text
 
 
+def test_the_log_names_what_exists_and_says_synthetic_once(tmp_path, sample_images, caplog):
+    """The log names the previews where they end up (not the staging folder, gone by then), and a synthetic base
+    whose name already says "not pretrained" is not called so twice."""
+    pytest.importorskip("matplotlib")
+    caplog.set_level("INFO")
+    out = tmp_path / "out"
+    run(out, sample_images[0], max_steps=1, num_preview_images=1, num_eval_images=2)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [message for message in messages if ".staging-" in message], messages
+    (base_line,) = [message for message in messages if "Base model =" in message]
+    assert base_line.count("not pretrained") == 1, base_line
+    saved = [message for message in messages if "Saved the student" in message]
+    assert saved and f"1 preview pictures ({out / PREVIEWS_DIR})" in saved[0], saved
+
+
 def test_a_failed_push_keeps_the_run_and_names_the_retry(tmp_path, sample_images, monkeypatch, caplog):
     fake_hub = FakeHub(monkeypatch)
     fake_hub.fail_commit = OSError("[Errno 101] Network is unreachable")

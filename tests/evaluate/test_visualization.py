@@ -111,7 +111,7 @@ def test_figure_has_every_panel_and_shared_norm_scale():
     norms = base.norm(dim=-1)
     median = float(np.median(norms.numpy()))
     assert base_norm.get_clim()[1] == pytest.approx(base[10].norm().item() / median, rel=1e-5)
-    assert "x base median" in panels["base_norm"].get_title()
+    assert "x the base median norm" in figure.get_suptitle()  # stated once for the two maps
     for name in ("base_pca", "teacher_pca", "student_pca"):
         rgb = panels[name].get_images()[0].get_array()
         assert rgb.shape == (*GRID, 3) and 0.0 <= rgb.min() and rgb.max() <= 1.0
@@ -120,6 +120,35 @@ def test_figure_has_every_panel_and_shared_norm_scale():
         "PCA fitted on base + teacher + student"
         in render_comparison(image, base, teacher, student, GRID, pca_fit_on="all").get_suptitle()
     )
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_no_two_titles_overlap(flat):
+    """Every text of the figure (panel titles, figure title, colorbar label) has its own space in the PNG: the two
+    norm-map titles used to carry the shared scale each and ran into each other."""
+    image = np.random.default_rng(0).random((56, 56, 3))
+    base, teacher, student = random_tokens(0), random_tokens(1), random_tokens(2)
+    if flat:
+        base = student = 8 * torch.nn.functional.normalize(base, dim=-1)
+    else:
+        base[10] *= 20
+    figure = render_comparison(image, base, teacher, student, GRID, title="camera_tile00.png")
+    renderer = figure.canvas.get_renderer()
+    figure.canvas.draw()
+    texts = {"figure title": next(t for t in figure.texts if t.get_text() == figure.get_suptitle())}
+    for ax in figure.axes:
+        texts[f"{ax.get_label()} title"] = ax.title
+        if ax.get_label() not in PANELS:
+            texts["colorbar label"] = ax.yaxis.label
+    boxes = {name: text.get_window_extent(renderer) for name, text in texts.items() if text.get_text()}
+    assert len(boxes) == len(PANELS) + 2
+    width, height = figure.canvas.get_width_height()
+    names = sorted(boxes)
+    for index, first in enumerate(names):
+        box = boxes[first]
+        assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, f"{first} is cut off"
+        for second in names[index + 1 :]:
+            assert not box.overlaps(boxes[second]), f"{first!r} overlaps {second!r}"
 
 
 def test_nearly_flat_norms_are_drawn_flat_and_say_so():
@@ -133,7 +162,10 @@ def test_nearly_flat_norms_are_drawn_flat_and_say_so():
     panels = {ax.get_label(): ax for ax in figure.axes if ax.get_label() in PANELS}
     low, high = panels["base_norm"].get_images()[0].get_clim()
     assert high - low == pytest.approx(0.05) and low < 1.0 < high  # 5 % of the median, centred on the norms
-    assert re.search(r"flat: all within 0\.00\d+ % of the base median 8\)", panels["base_norm"].get_title())
+    assert re.search(
+        r"flat, all within 0\.00\d+ % of the base median 8 \(drawn on a 5 % range\)", figure.get_suptitle()
+    )
+    assert "(flat)" in panels["base_norm"].get_title()
     colorbar = next(ax for ax in figure.axes if ax.get_label() not in PANELS)
     figure.canvas.draw()
     assert colorbar.yaxis.get_major_formatter().get_offset() == ""  # no "+8" offset hiding the scale

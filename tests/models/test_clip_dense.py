@@ -32,7 +32,7 @@ def base():
 
 
 def naclip_by_hand(block, tokens: torch.Tensor, grid: tuple[int, int], std: float = 5.0) -> torch.Tensor:
-    """NACLIP's reduced block written out head by head and pair by pair, from METHOD.md's formula."""
+    """NACLIP's reduced block written out head by head and pair by pair, from docs/method.md's formula."""
     attention = block.self_attn
     batch, length, channels = tokens.shape
     heads, head_dim = attention.num_heads, channels // attention.num_heads
