@@ -12,7 +12,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP model and distill it from its denoised self.
+"""PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP / SigLIP / DINOv3 model and distill it from its
+denoised self.
 
     accelerate launch examples/distill.py --teacher facebook/dinov2-base --train_dir ./images \\
         --output_dir ./dinov2-base-phreg

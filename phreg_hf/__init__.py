@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""PH-Reg for Hugging Face: post-hoc self-distilled registers for ViT, DINOv2 and CLIP vision models.
+"""PH-Reg for Hugging Face: post-hoc self-distilled registers for ViT, DINOv2, CLIP, SigLIP and DINOv3 vision models.
 
 Importing this package registers the student configs with `AutoConfig`, the models with `AutoModel` and their
 backbone forms with `AutoBackbone`, and marks them for `save_pretrained` to write an `auto_map` plus the code
@@ -42,6 +42,8 @@ from .models.configuration_phreg import (
     PhregCLIPVisionConfig,
     PhregDinov2Config,
     PhregDinov2WithRegistersConfig,
+    PhregDinov3ViTConfig,
+    PhregSiglipVisionConfig,
     PhregViTConfig,
 )
 from .models.modeling_phreg import (
@@ -61,6 +63,8 @@ from .models.modeling_phreg_backbone import (
     PhregViTBackbone,
 )
 from .models.modeling_phreg_clip import PhregCLIPModel
+from .models.modeling_phreg_dinov3 import PhregDinov3ViTBackbone, PhregDinov3ViTModel
+from .models.modeling_phreg_siglip import PhregSiglipVisionBackbone, PhregSiglipVisionModel
 
 __version__ = VERSION
 
@@ -70,6 +74,8 @@ for _config_class, _model_class in (
     (PhregCLIPVisionConfig, PhregCLIPVisionModel),
     (PhregDinov2WithRegistersConfig, PhregDinov2WithRegistersModel),
     (PhregCLIPConfig, PhregCLIPModel),
+    (PhregSiglipVisionConfig, PhregSiglipVisionModel),
+    (PhregDinov3ViTConfig, PhregDinov3ViTModel),
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
@@ -81,6 +87,8 @@ for _backbone_class in (
     PhregViTBackbone,
     PhregCLIPVisionBackbone,
     PhregDinov2WithRegistersBackbone,
+    PhregSiglipVisionBackbone,
+    PhregDinov3ViTBackbone,
 ):
     AutoBackbone.register(_backbone_class.config_class, _backbone_class, exist_ok=True)
     _backbone_class.register_for_auto_class("AutoBackbone")
@@ -112,7 +120,13 @@ __all__ = [
     "PhregDinov2WithRegistersBackbone",
     "PhregDinov2WithRegistersConfig",
     "PhregDinov2WithRegistersModel",
+    "PhregDinov3ViTBackbone",
+    "PhregDinov3ViTConfig",
+    "PhregDinov3ViTModel",
     "PhregRegisterMixin",
+    "PhregSiglipVisionBackbone",
+    "PhregSiglipVisionConfig",
+    "PhregSiglipVisionModel",
     "PhregViTBackbone",
     "PhregViTConfig",
     "PhregViTModel",

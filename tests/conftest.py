@@ -20,6 +20,10 @@ from transformers import (
     CLIPVisionModel,
     Dinov2Config,
     Dinov2Model,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
     ViTConfig,
     ViTModel,
 )
@@ -43,6 +47,12 @@ def make_base(model_type: str, attn_implementation: str = "eager", seed: int = 0
     elif model_type == "clip_vision_model":
         config = CLIPVisionConfig(**TINY, intermediate_size=64)
         model_class = CLIPVisionModel
+    elif model_type == "siglip_vision_model":
+        config = SiglipVisionConfig(**TINY, intermediate_size=64)
+        model_class = SiglipVisionModel
+    elif model_type == "dinov3_vit":  # with the 4 registers of the released DINOv3 ViTs
+        config = DINOv3ViTConfig(**TINY, intermediate_size=64, num_register_tokens=4)
+        model_class = DINOv3ViTModel
     else:
         raise ValueError(model_type)
     config._attn_implementation = attn_implementation
@@ -50,6 +60,9 @@ def make_base(model_type: str, attn_implementation: str = "eager", seed: int = 0
 
 
 BACKBONES = ("dinov2", "vit", "clip_vision_model")
+# The newer towers (SigLIP, DINOv3): tested in their own files and in the remote-code / Hub-id loading tests, not
+# through every test that takes `backbone`, to keep the suite fast.
+NEWER_BACKBONES = ("siglip_vision_model", "dinov3_vit")
 
 
 @pytest.fixture(params=BACKBONES)

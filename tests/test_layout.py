@@ -178,6 +178,8 @@ def test_models_files_are_exactly_the_checkpoint_code():
         "modeling_phreg.py",
         "modeling_phreg_backbone.py",
         "modeling_phreg_clip.py",
+        "modeling_phreg_dinov3.py",
+        "modeling_phreg_siglip.py",
         "pipeline_phreg_segmentation.py",
     ]
     for file in files:

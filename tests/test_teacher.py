@@ -213,10 +213,11 @@ def test_targets_equal_the_plain_output_for_a_patchwise_model():
         assert not torch.allclose(scatter_average(tokens, wrong)[0], plain, atol=1e-3)
 
 
-def tiny_planted_model():
-    """Random-init DINOv2 (hidden 32, 2 layers, 56 px, patch 8) with position-locked artifacts planted."""
+def tiny_planted_model(model_type="dinov2"):
+    """Random-init DINOv2 (hidden 32, 2 layers, 56 px, patch 8) with position-locked artifacts planted (or another
+    `synthetic.SYNTHETIC_MODEL_TYPES` backbone of that size)."""
     base = build_planted_artifact_model(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=8
+        model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=8
     )
     return base, student_from_base(base, 0).eval()
 
@@ -284,8 +285,10 @@ def cross_image_cosine(tokens, positions):
     return torch.einsum("bpc,dpc->pbd", unit, unit).mean().item()
 
 
-def test_averaging_washes_out_planted_position_locked_artifacts():
-    base, model = tiny_planted_model()
+# SigLIP: planted in a position table without a CLS row; DINOv3: through rotary attention (no table at all).
+@pytest.mark.parametrize("model_type", ["dinov2", "siglip_vision_model", "dinov3_vit"])
+def test_averaging_washes_out_planted_position_locked_artifacts(model_type):
+    base, model = tiny_planted_model(model_type)
     images = natural_images(56)
     with torch.no_grad():
         raw = model.get_patch_tokens(images)
@@ -295,6 +298,9 @@ def test_averaging_washes_out_planted_position_locked_artifacts():
     planted = artifact_patch_indices(base)
     assert cross_image_cosine(raw, planted) > 0.8
     assert cross_image_cosine(targets, planted) < 0.5
+    # The artifacts sit at the recorded positions, not next to them.
+    others = [index for index in range(raw.shape[1]) if index not in planted]
+    assert cross_image_cosine(raw, others) < 0.5
 
     # Control: with no shift and no flip every view is the identity and nothing is washed out.
     still = DenoisingTeacher(model, fill_value=WHITE, shift_frac=0.0, flip_prob=0.0)(images)

@@ -21,6 +21,7 @@ settings JSON.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,28 @@ GENERIC_REFERENCE_SETTINGS = {
     "learning_rate": 1e-4,
     "final_learning_rate": 5e-6,
 }
+# Resolutions (by the base's model_type) when --resolution is not given: DINOv2 and CLIP from docs/method.md / the
+# reference code; DINOv3 our choice (512 px, a 32 x 32 grid, near DINOv2's 37 x 37 at fewer tokens; its RoPE was
+# trained across resolutions). Any other backbone (ViT; SigLIP, whose position table was trained at one grid) trains
+# at its config's image_size.
+REFERENCE_RESOLUTIONS = {
+    "dinov2": 518,
+    "dinov2_with_registers": 518,
+    "clip_vision_model": 448,
+    "clip": 448,
+    "dinov3_vit": 512,
+}
+# The settings a run takes per backbone when they are not given, and where each comes from (in --help's epilog;
+# the CLIP dense values are `clip_training.CLIP_REFERENCE_SETTINGS`).
+REFERENCE_SETTINGS_TEXT = (
+    "Settings per backbone when not given (resolution; batch; learning rate -> final): DINOv2, with or without "
+    "registers: 518; 8; 1e-4 -> 5e-6 (PH-Reg reference code). CLIP dense modes (naclip, maskclip): 448; 16; "
+    "3e-4 -> 1e-5 (reference code). CLIP vision tower, tokens mode: 448 (reference code); 8; 1e-4 -> 5e-6 (the "
+    "DINOv2 values, our choice). DINOv3 ViT: 512, a 32 x 32 grid near DINOv2's 37 x 37 at fewer tokens; 8; "
+    "1e-4 -> 5e-6 (all our choice). SigLIP and SigLIP 2 (fixed resolution): the checkpoint's image_size, the one "
+    "grid its position table was trained at; 8; 1e-4 -> 5e-6 (all our choice). ViT: the config's image_size; 8; "
+    "1e-4 -> 5e-6 (our choice)."
+)
 
 
 def _tensorboard_available() -> bool:
@@ -63,8 +86,8 @@ class DistillArguments:
     teacher: str | None = field(
         default=None,
         metadata={
-            "help": "Hub id or local folder of the base ViT / DINOv2 / CLIP (vision) model to add registers to, "
-            "e.g. facebook/dinov2-base. Default: none, i.e. the offline demo with a small synthetic DINOv2 "
+            "help": "Hub id or local folder of the base ViT / DINOv2 / CLIP (vision) / SigLIP / DINOv3 ViT model to add "
+            "registers to, e.g. facebook/dinov2-base. Default: none, i.e. the offline demo with a small synthetic DINOv2 "
             "with planted artifacts (random init, not a pretrained model)."
         },
     )
@@ -139,8 +162,9 @@ class DistillArguments:
         default=None,
         metadata={
             "help": "Training side length R in pixels, a multiple of the patch size (short side resized to R, random "
-            "R x R crop). Default: 518 for a DINOv2 --teacher and 448 for a CLIP one (reference code), the config's "
-            "image_size otherwise; the demo's synthetic model trains at its own image_size (112)."
+            "R x R crop). Default: 518 for a DINOv2 --teacher and 448 for a CLIP one (reference code), 512 for a "
+            "DINOv3 one (our choice), the config's image_size otherwise (SigLIP: our choice, its position table's "
+            "native grid); the demo's synthetic model trains at its own image_size (112)."
         },
     )
     dataloader_num_workers: int = field(
@@ -184,7 +208,14 @@ class DistillArguments:
     )
     # ---- what trains
     train_registers: bool = field(default=True, metadata={"help": "Train the register tokens."})
-    train_position_embeddings: bool = field(default=True, metadata={"help": "Train the position embeddings."})
+    train_position_embeddings: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train the position embeddings. Default: on wherever the model has a learned position table; "
+            "DINOv3 has none (rotary position embeddings, no parameters), so it trains the other parts, and "
+            "asking for this option there is an error."
+        },
+    )
     train_patch_embeddings: bool = field(
         default=True, metadata={"help": "Train the patch-embedding projection (weight and bias)."}
     )
@@ -202,7 +233,8 @@ class DistillArguments:
     per_device_train_batch_size: int | None = field(
         default=None,
         metadata={
-            "help": "Images per process per micro-batch (default: the reference's 8; 16 for CLIP dense modes)."
+            "help": "Images per process per micro-batch (default: the reference's 8; 16 for CLIP dense modes; "
+            "see the settings per backbone below)."
         },
     )
     gradient_accumulation_steps: int = field(
@@ -211,7 +243,8 @@ class DistillArguments:
     learning_rate: float | None = field(
         default=None,
         metadata={
-            "help": "AdamW learning rate of the first epoch (default: the reference's 1e-4; 3e-4 for CLIP dense modes)."
+            "help": "AdamW learning rate of the first epoch (default: the reference's 1e-4; 3e-4 for CLIP dense modes; "
+            "see the settings per backbone below)."
         },
     )
     final_learning_rate: float | None = field(
@@ -325,7 +358,8 @@ class DistillArguments:
     def enabled_parts(self) -> list[str]:
         flags = {
             "registers": self.train_registers,
-            "position_embeddings": self.train_position_embeddings,
+            # None: on, where the model has the part (`resolve_trainable_parts`).
+            "position_embeddings": self.train_position_embeddings is not False,
             "patch_embeddings": self.train_patch_embeddings,
             "last_block": self.train_last_block,
         }
@@ -340,6 +374,27 @@ class DistillArguments:
             if getattr(self, name) is None:
                 setattr(self, name, defaults[name])
         self.validate()
+
+    def resolve_trainable_parts(self, model_parts: Sequence[str], model_name: str) -> list[str]:
+        """Settle `--train_position_embeddings` once the student is known; returns the parts it does not have.
+
+        Args:
+            model_parts: the parts the student has (its `trainable_parameter_groups()` keys).
+            model_name: how errors name the student (e.g. its class).
+        """
+        missing = [part for part in TRAINABLE_PARTS if part not in model_parts]
+        if "position_embeddings" in missing:
+            if self.train_position_embeddings:
+                raise ValueError(
+                    f"--train_position_embeddings: {model_name} has no learned position table (DINOv3 uses rotary "
+                    "position embeddings, which have no parameters), so there are no position embeddings to train. "
+                    "Drop the option: the registers, patch embeddings and last block train as usual."
+                )
+            self.train_position_embeddings = False
+        elif self.train_position_embeddings is None:
+            self.train_position_embeddings = True
+        self.validate()
+        return missing
 
     def validate(self) -> None:
         """Checks that need no model or data; raises ValueError / FileNotFoundError naming the fix."""
@@ -462,15 +517,29 @@ def distill_argument_parser(prog: str | None = None):
     from .demo import DEMO_DEFAULTS, DEMO_OUTPUT_DIR, DEMO_TEACHER_CACHE
 
     demo = ", ".join(f"--{name} {value}" for name, value in DEMO_DEFAULTS.items())
-    return make_parser(
+    parser = make_parser(
         DistillArguments,
         prog=prog,
-        description="PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP model and distill it from its "
-        "denoised self.",
-        epilog=f"Without --teacher (the offline demo on a synthetic model) these defaults change: {demo}, "
-        f"--output_dir {DEMO_OUTPUT_DIR} (overwritten by each demo run), --teacher_cache "
+        description="PH-Reg distillation: add registers to a ViT / DINOv2 / CLIP / SigLIP / DINOv3 model and distill "
+        "it from its denoised self.",
+        epilog=f"{REFERENCE_SETTINGS_TEXT} Without --teacher (the offline demo on a synthetic model) these defaults "
+        f"change: {demo}, --output_dir {DEMO_OUTPUT_DIR} (overwritten by each demo run), --teacher_cache "
         f"OUTPUT_DIR/{DEMO_TEACHER_CACHE}. Any of them given on the command line still wins.",
     )
+    # HfArgumentParser gives a boolean that defaults to None ("where the model has the part") neither a bare
+    # `--X` (= True) nor a `--no_X` switch; both are added here, as for the other --train_* options.
+    for action in parser._actions:
+        if action.dest == "train_position_embeddings":
+            action.nargs, action.const = "?", True
+    parser.add_argument(
+        "--no_train_position_embeddings",
+        "--no-train-position-embeddings",
+        dest="train_position_embeddings",
+        action="store_false",
+        default=None,
+        help="Turn off --train_position_embeddings (on by default wherever the model has a learned position table).",
+    )
+    return parser
 
 
 def parse_distill_arguments(argv: list[str], prog: str | None = None) -> DistillArguments:

@@ -68,7 +68,7 @@ from ..launch import multi_process_cpu_run
 from ..models.modeling_phreg import student_class_for, student_from_base
 from ..seeding import crop_seed_for
 from . import clip_training
-from .arguments import DistillArguments
+from .arguments import REFERENCE_RESOLUTIONS, DistillArguments
 from .checkpointing import (
     CheckpointingMixin,
     clean_leftovers,
@@ -102,9 +102,6 @@ __all__ = [
     "list_checkpoints",
     "write_demo_images",
 ]
-
-# Reference resolutions (docs/method.md / reference code) when --resolution is not given.
-REFERENCE_RESOLUTIONS = {"dinov2": 518, "dinov2_with_registers": 518, "clip_vision_model": 448, "clip": 448}
 
 
 def _version(package: str) -> str:
@@ -190,8 +187,8 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
 
     Args:
         args: the run's `DistillArguments`.
-        base_model: optionally an already loaded stock ViT / DINOv2 / CLIP model to distill instead of loading
-            `args.teacher` (for notebooks and tests); recorded by its `name_or_path`.
+        base_model: optionally an already loaded stock ViT / DINOv2 / CLIP / SigLIP / DINOv3 model to distill
+            instead of loading `args.teacher` (for notebooks and tests); recorded by its `name_or_path`.
         image_processor: the image processor to save with the student and take mean/std from (default: the
             one of `args.teacher`, or a DINOv2-style ImageNet processor for the demo / an in-memory model).
 
@@ -388,6 +385,14 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
             self.student.config.projection_dim if self.clip_dense_mode else self.student.config.hidden_size
         )
         self.teacher = self._build_teacher(self.teacher_model)
+        missing = args.resolve_trainable_parts(
+            list(self.student.trainable_parameter_groups()), type(self.student).__name__
+        )
+        if missing:
+            logger.info(
+                f"{type(self.student).__name__} has no {' / '.join(missing)} part (DINOv3: rotary position "
+                f"embeddings, no learned table): training {', '.join(args.enabled_parts())}."
+            )
         self.trainable_names = self._freeze_student()
 
     def _resolve_resolution(self) -> int:
@@ -540,6 +545,10 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
     def student_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward."""
         student = self.accelerator.unwrap_model(self.student)
+        # Modules whose training mode is an augmentation of their own (DINOv3's RoPE jitters and rescales the patch
+        # coordinates) run in eval mode, at every step: the teacher's targets are computed at the exact patch grid.
+        for name in getattr(student, "eval_modules_during_distillation", ()):
+            student.get_submodule(name).eval()
         if self.clip_dense_mode is not None:  # text-aligned value-path features, in projection space
             outputs = self.student(
                 pixel_values=pixel_values, return_dense_features=True, output_image_embeds=False

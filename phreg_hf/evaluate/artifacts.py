@@ -241,7 +241,7 @@ def check_base_matches_student(base: str, student: str, base_revision: str | Non
             f"--student {student} is a full CLIP student (PhregCLIPModel), whose dense output is text-aligned: "
             "measure it with `phreg eval-segmentation --model STUDENT --base BASE_CLIP ...` (mIoU against MaskCLIP "
             "and NACLIP), or segment with `phreg segment`. `phreg eval` and `phreg visualize` take vision students "
-            "(DINOv2, ViT, CLIP vision tower)."
+            "(DINOv2, ViT, CLIP vision tower, SigLIP, DINOv3)."
         )
     student_base_type = getattr(student_config, "base_model_type", None)
     if not student_base_type:

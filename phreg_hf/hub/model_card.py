@@ -34,12 +34,12 @@ from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
 from ..constants import METRICS_FILE, PREVIEWS_DIR, TRAINING_SETTINGS_FILE
 from ..file_checks import file_sha256
-from ..models.configuration_phreg import PhregCLIPConfig
-from ..models.modeling_phreg import TRAINABLE_PARTS
+from ..models.configuration_phreg import PhregCLIPConfig, PhregDinov3ViTConfig
 from .dense_reports import dense_result_tables
 from .student_folder import (
     CONFIG_FILE,
     DINOV2_MODEL_TYPES,
+    NO_CLS_MODEL_TYPES,
     STUDENT_BACKBONES,
     _imported_packages,
     _is_hub_id,
@@ -49,6 +49,7 @@ from .student_folder import (
     _resolve_base_model,
     code_files,
     read_student_config,
+    student_trainable_parts,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,36 @@ def _format_duration(seconds: float) -> str:
     parts += [f"{minutes} min"] if minutes or hours else []
     parts += [] if hours else [f"{secs} s"]
     return " ".join(parts)
+
+
+def _token_layout(model_type: str, num_base_registers: int, num_registers: int, image_size) -> dict[str, str]:
+    """How the card describes `last_hidden_state`: its length, token order, where the order comes from, and the
+    input sizes the model takes."""
+    base_registers = f"base_register_1 .. base_register_{num_base_registers}, " if num_base_registers else ""
+    registers = f"register_1 .. register_{num_registers}"
+    if model_type in NO_CLS_MODEL_TYPES:
+        return {
+            "token_layout": f"{num_registers} + patches",
+            "token_order": f"[{registers}, patches]",
+            "token_order_note": "SigLIP has no CLS token, so the registers come first; the pooled output is "
+            "SigLIP's attention-pooling head over the patch tokens only",
+            "pipeline_tokens": "[registers, patches]",
+            "size_note": f"position embeddings are interpolated away from the native {image_size} x {image_size}",
+        }
+    layout = {
+        "token_layout": f"1 + {f'{num_base_registers} + ' if num_base_registers else ''}{num_registers} + patches",
+        "token_order": f"[CLS, {base_registers}{registers}, patches]",
+        "token_order_note": "the order of transformers' `Dinov2WithRegistersModel`",
+        "pipeline_tokens": "[CLS, registers, patches]",
+        "size_note": f"position embeddings are interpolated away from the native {image_size} x {image_size}",
+    }
+    if model_type == PhregDinov3ViTConfig.model_type:
+        layout["token_order_note"] = (
+            "the order of transformers' `DINOv3ViTModel`, whose own registers come first; like CLS, no register "
+            "gets a rotary position"
+        )
+        layout["size_note"] = "DINOv3's rotary position embeddings take any grid"
+    return layout
 
 
 def _format_trained_parts(parts: Sequence[str]) -> str:
@@ -609,14 +640,13 @@ def render_model_card(
     image_size = config.get("image_size", "?")
     image_size = image_size[0] if isinstance(image_size, list) else image_size
     num_registers = int(config.get("num_register_tokens", 0))
-    # A base pretrained with registers (Dinov2WithRegisters) keeps its own, before PH-Reg's.
+    # A base pretrained with registers (Dinov2WithRegisters, DINOv3) keeps its own, before PH-Reg's.
     num_base_registers = int(config.get("num_base_register_tokens", 0))
-    base_registers = f"base_register_1 .. base_register_{num_base_registers}, " if num_base_registers else ""
     parts = (settings or {}).get("trainable_parts")
     trained_parts_text = (
         f"the {_format_trained_parts(parts)}"
         if parts
-        else f"the parts PH-Reg trained (by default the {_format_trained_parts(TRAINABLE_PARTS)})"
+        else f"the parts PH-Reg trained (by default the {_format_trained_parts(student_trainable_parts(model_type))})"
     )
     versions = (settings or {}).get("versions") or {}
     phreg_version = ""
@@ -658,8 +688,7 @@ def render_model_card(
         "model_name": repo_id.split("/")[-1],
         "base_model_phrase": base_phrase,
         "num_register_tokens": num_registers,
-        "token_layout": f"1 + {f'{num_base_registers} + ' if num_base_registers else ''}{num_registers} + patches",
-        "token_order": f"[CLS, {base_registers}register_1 .. register_{num_registers}, patches]",
+        **_token_layout(model_type, num_base_registers, num_registers, image_size),
         "hidden_size": config.get("hidden_size", "?"),
         "patch_size": patch_size,
         "image_size": image_size,

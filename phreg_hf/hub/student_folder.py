@@ -36,8 +36,12 @@ from ..models.configuration_phreg import (
     PhregCLIPVisionConfig,
     PhregDinov2Config,
     PhregDinov2WithRegistersConfig,
+    PhregDinov3ViTConfig,
+    PhregSiglipVisionConfig,
     PhregViTConfig,
 )
+from ..models.modeling_phreg import TRAINABLE_PARTS
+from ..models.modeling_phreg_dinov3 import PhregDinov3ViTModel
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,20 @@ STUDENT_BACKBONES = {
     PhregCLIPVisionConfig.model_type: ("clip", "CLIP vision"),
     PhregDinov2WithRegistersConfig.model_type: ("dinov2", "DINOv2 with registers"),
     PhregCLIPConfig.model_type: ("clip", "CLIP"),
+    PhregSiglipVisionConfig.model_type: ("siglip", "SigLIP vision"),
+    PhregDinov3ViTConfig.model_type: ("dinov3", "DINOv3"),
 }
+# Students without a CLS token: their registers come first (`[register_1 .. register_N, patches]`).
+NO_CLS_MODEL_TYPES = (PhregSiglipVisionConfig.model_type,)
+# Students whose backbone lacks one of the `TRAINABLE_PARTS` (DINOv3: no position table, rotary positions).
+STUDENT_TRAINABLE_PARTS = {PhregDinov3ViTConfig.model_type: PhregDinov3ViTModel.trainable_parts}
+
+
+def student_trainable_parts(model_type: str) -> tuple[str, ...]:
+    """The parts PH-Reg trains by default in a student of this `model_type`."""
+    return STUDENT_TRAINABLE_PARTS.get(model_type, TRAINABLE_PARTS)
+
+
 # Students that export to a stock `Dinov2WithRegistersModel` (`to_dinov2_with_registers`).
 DINOV2_MODEL_TYPES = (PhregDinov2Config.model_type, PhregDinov2WithRegistersConfig.model_type)
 

@@ -25,6 +25,8 @@ from transformers import (
     CLIPVisionConfig,
     Dinov2Config,
     Dinov2WithRegistersConfig,
+    DINOv3ViTConfig,
+    SiglipVisionConfig,
     ViTConfig,
 )
 from transformers.backbone_utils import BackboneConfigMixin
@@ -232,11 +234,75 @@ class PhregCLIPConfig(CLIPConfig):
         return self.vision_config.num_register_tokens
 
 
+@strict
+class PhregSiglipVisionConfig(PhregConfigMixin, PhregBackboneConfigMixin, SiglipVisionConfig):
+    r"""
+    Configuration of [`PhregSiglipVisionModel`]: a [`~transformers.SiglipVisionConfig`] plus register tokens. Also
+    the config of SigLIP 2 fixed-resolution checkpoints, which are `siglip` checkpoints.
+
+    Args:
+        num_register_tokens (`int`, *optional*, defaults to 16):
+            Number of learnable register tokens, put before the patch tokens (SigLIP has no CLS token). 0 gives back
+            the base model.
+        out_features, out_indices, apply_layernorm, reshape_hidden_states:
+            For [`PhregSiglipVisionBackbone`], as in [`~transformers.Dinov2Config`]; the layernorm applied to the
+            feature maps is SigLIP's `post_layernorm`.
+        All other arguments (`vision_use_head` included): see [`~transformers.SiglipVisionConfig`].
+    """
+
+    model_type = "phreg_siglip_vision_model"
+    base_model_type = "siglip_vision_model"
+    # A saved student config is the vision config itself, never nested in a full SigLIP config.
+    base_config_key = ""
+
+    num_register_tokens: int = DEFAULT_NUM_REGISTER_TOKENS
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    apply_layernorm: bool = True
+    reshape_hidden_states: bool = True
+
+    def __post_init__(self, **kwargs):
+        self.init_backbone_stages(kwargs)
+        super().__post_init__(**kwargs)
+
+
+@strict
+class PhregDinov3ViTConfig(PhregConfigMixin, PhregBackboneConfigMixin, DINOv3ViTConfig):
+    r"""
+    Configuration of [`PhregDinov3ViTModel`]: a [`~transformers.DINOv3ViTConfig`] plus PH-Reg's new register tokens.
+
+    Args:
+        num_register_tokens (`int`, *optional*, defaults to 16):
+            Number of NEW learnable register tokens that PH-Reg adds, after DINOv3's own. 0 gives back the base model.
+            As for [`PhregDinov2WithRegistersConfig`], `DINOv3ViTConfig.num_register_tokens` is
+            `num_base_register_tokens` here.
+        num_base_register_tokens (`int`, *optional*, defaults to 4):
+            The base checkpoint's own registers (4 in the released DINOv3 ViTs; PH-Reg keeps them frozen).
+        All other arguments (the RoPE settings, backbone stages): see [`~transformers.DINOv3ViTConfig`].
+    """
+
+    model_type = "phreg_dinov3_vit"
+    base_model_type = "dinov3_vit"
+
+    num_register_tokens: int = DEFAULT_NUM_REGISTER_TOKENS
+    num_base_register_tokens: int = 4
+
+    def validate_num_base_register_tokens(self):
+        value = self.num_base_register_tokens
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"num_base_register_tokens must be an integer >= 0 (the base checkpoint's own registers), got "
+                f"{value!r}. Build the student with PhregDinov3ViTModel.from_base(base), which reads it."
+            )
+
+
 __all__ = [
     "DEFAULT_NUM_REGISTER_TOKENS",
     "PhregCLIPConfig",
     "PhregCLIPVisionConfig",
     "PhregDinov2Config",
     "PhregDinov2WithRegistersConfig",
+    "PhregDinov3ViTConfig",
+    "PhregSiglipVisionConfig",
     "PhregViTConfig",
 ]

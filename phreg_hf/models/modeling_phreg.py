@@ -13,8 +13,9 @@
 # limitations under the License.
 """PH-Reg student models: a Hugging Face ViT, DINOv2 or CLIP vision backbone plus learnable register tokens.
 
-One register mechanism ([`PhregRegisterMixin`]) serves all three backbones; each backbone only says, in a short
-adapter, where its embeddings, transformer blocks and norms live. The backbone modules are transformers' own
+One register mechanism ([`PhregRegisterMixin`]) serves every backbone; each backbone only says, in a short
+adapter, where its embeddings, transformer blocks and norms live (SigLIP and DINOv3 in their own files,
+`modeling_phreg_siglip.py` and `modeling_phreg_dinov3.py`). The backbone modules are transformers' own
 (embeddings, layers, norms), with the same parameter names as the stock model, so every base weight maps 1:1
 and, with zero registers, a student computes exactly what the base model computes.
 
@@ -70,11 +71,11 @@ logger = logging.get_logger(__name__)
 BACKBONE_MODULE = "modeling_phreg_backbone"  # the file of the students' backbone forms
 
 
-def backbone_file() -> Path | None:
-    """`modeling_phreg_backbone.py` next to this file, or None. The backbone file imports this one, not the other
-    way round, so it is not fetched with this file: it is there in the installed package, and in the remote-code
-    folder of a student that was loaded as an `AutoBackbone`."""
-    path = Path(__file__).with_name(BACKBONE_MODULE + ".py")
+def backbone_file(module: str = BACKBONE_MODULE) -> Path | None:
+    """`modeling_phreg_backbone.py` (or another backbone `module`) next to this file, or None. The backbone file
+    imports this one, not the other way round, so it is not fetched with this file: it is there in the installed
+    package, and in the remote-code folder of a student that was loaded as an `AutoBackbone`."""
+    path = Path(__file__).with_name(module + ".py")
     return path if path.is_file() else None
 
 
@@ -159,9 +160,10 @@ class PhregRegisterMixin:
     """
 
     config_class: type
-    # Name of this student's backbone form in `modeling_phreg_backbone.py` (None: no backbone form). A name, not
-    # the class: that file imports this one.
+    # Name of this student's backbone form in `backbone_module` (None: no backbone form). A name, not the class:
+    # that file imports this one. SigLIP / DINOv3 keep theirs beside the model, in the model's own file.
     backbone_class_name: str | None = None
+    backbone_module: str = BACKBONE_MODULE
     # The stock transformers classes a student can be built from (the first one is loaded from a path).
     base_model_classes: tuple[type[PreTrainedModel], ...] = ()
     # `model_type`s of base checkpoints this student accepts in `from_base`.
@@ -172,6 +174,14 @@ class PhregRegisterMixin:
     # model's text tower, a classification head). They are not needed, so `from_base` does not load them, and
     # transformers' load report does not list them as UNEXPECTED.
     unused_checkpoint_keys: tuple[str, ...] = (r"^classifier\.",)
+    # Whether the base puts a CLS token first (SigLIP has none: its tokens are the patches).
+    has_cls_token: bool = True
+    # The parts of `TRAINABLE_PARTS` this backbone has (DINOv3: no learned position table, rotary positions).
+    trainable_parts: tuple[str, ...] = TRAINABLE_PARTS
+    # Submodules kept in eval mode while PH-Reg trains the student (DINOv3: RoPE, which jitters in training mode).
+    eval_modules_during_distillation: tuple[str, ...] = ()
+    # Base model types this student refuses, with the reason and the fix (SigLIP 2 NaFlex, DINOv3 ConvNeXt).
+    refused_base_types: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------------------------
     # Construction
@@ -293,10 +303,13 @@ class PhregRegisterMixin:
         for candidate in candidates:
             if isinstance(candidate, cls.base_model_classes):
                 return candidate
+        refusal = cls.refused_base_types.get(getattr(getattr(model, "config", None), "model_type", None))
+        if refusal:
+            raise ValueError(refusal)
         expected = " or ".join(c.__name__ for c in cls.base_model_classes)
         raise ValueError(
             f"{cls.__name__}.from_base expects a {expected} (or a model wrapping one), got {type(model).__name__}. "
-            "Use phreg_hf.student_from_base(model), which picks the student class for ViT, DINOv2 and CLIP."
+            "Use phreg_hf.student_from_base(model), which picks the student class for the model's type."
         )
 
     @classmethod
@@ -318,8 +331,8 @@ class PhregRegisterMixin:
         saves_code = getattr(self, "_auto_class", None) is not None
         if saves_code and self.backbone_class_name is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            if backbone_file() is not None:
-                auto_map["AutoBackbone"] = f"{BACKBONE_MODULE}.{self.backbone_class_name}"
+            if backbone_file(self.backbone_module) is not None:
+                auto_map["AutoBackbone"] = f"{self.backbone_module}.{self.backbone_class_name}"
             elif auto_map.pop("AutoBackbone", None) is not None:
                 logger.warning(
                     "%s.py is not next to %s, so %s is saved without its AutoBackbone entry. To keep it, save "
@@ -456,10 +469,16 @@ class PhregRegisterMixin:
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=None
         )
+        block_kwargs = self.block_kwargs(pixel_values)
         for block in self.transformer_blocks:
-            hidden_states = block(hidden_states, attention_mask, **kwargs)
+            hidden_states = block(hidden_states, attention_mask, **block_kwargs, **kwargs)
         last_hidden_state, pooler_output = self.pool(hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=last_hidden_state, pooler_output=pooler_output)
+
+    def block_kwargs(self, pixel_values: torch.Tensor) -> dict:
+        """Keyword arguments every transformer block gets besides the hidden states and mask (DINOv3: the rotary
+        `position_embeddings` of the patch grid of `(B, C, H, W)` `pixel_values`); none by default."""
+        return {}
 
     # ----------------------------------------------------------------------------------------------------------
     # Dense features
@@ -485,13 +504,15 @@ class PhregRegisterMixin:
     # ----------------------------------------------------------------------------------------------------------
     # What PH-Reg trains
     def trainable_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The parameters of each part PH-Reg may unfreeze, keyed by the names in `TRAINABLE_PARTS`."""
-        return {
+        """The parameters of each part PH-Reg may unfreeze, keyed by the names in `self.trainable_parts` (a part the
+        backbone does not have, e.g. DINOv3's position table, is no key)."""
+        groups = {
             "registers": [self.register_tokens],
             "position_embeddings": list(self.position_embedding_parameters),
             "patch_embeddings": list(self.patch_embedding_projection.parameters()),
             "last_block": list(self.transformer_blocks[-1].parameters()),
         }
+        return {part: groups[part] for part in self.trainable_parts}
 
 
 class _Dinov2ModuleLayout:
@@ -847,7 +868,16 @@ class PhregCLIPVisionModel(PhregRegisterMixin, CLIPPreTrainedModel):
         return self.embeddings.patch_embedding
 
 
-STUDENT_CLASSES = (PhregDinov2Model, PhregViTModel, PhregCLIPVisionModel, PhregDinov2WithRegistersModel)
+# Every student class, by the base model types it takes; the adapters in other files add theirs (they import this
+# file, so it cannot import them).
+STUDENT_CLASSES = [PhregDinov2Model, PhregViTModel, PhregCLIPVisionModel, PhregDinov2WithRegistersModel]
+
+
+def register_student_class(student_class: type) -> type:
+    """Make `student_class_for` / `student_from_base` pick `student_class` for its `base_model_types`."""
+    if student_class not in STUDENT_CLASSES:
+        STUDENT_CLASSES.append(student_class)
+    return student_class
 
 
 def student_class_for(model_type: str) -> type[PhregRegisterMixin]:
@@ -855,6 +885,8 @@ def student_class_for(model_type: str) -> type[PhregRegisterMixin]:
     for student_class in STUDENT_CLASSES:
         if model_type in student_class.base_model_types:
             return student_class
+        if model_type in student_class.refused_base_types:
+            raise ValueError(student_class.refused_base_types[model_type])
     supported = sorted(t for c in STUDENT_CLASSES for t in c.base_model_types)
     raise ValueError(
         f"No PH-Reg student for '{model_type}' checkpoints; supported base model types: {supported}."
@@ -868,7 +900,7 @@ def student_class_name_for(model_type: str) -> str:
 def student_from_base(
     base_model_or_path: PreTrainedModel | str | os.PathLike, num_register_tokens: int = 16, **kwargs
 ) -> PhregRegisterMixin:
-    """Build the right PH-Reg student (DINOv2, ViT or CLIP vision) from a stock model, Hub id or folder.
+    """Build the right PH-Reg student (DINOv2, ViT, CLIP, SigLIP, DINOv3) from a stock model, Hub id or folder.
 
     See `PhregRegisterMixin.from_base` for the arguments.
     """
@@ -881,8 +913,8 @@ def student_from_base(
     model_type = getattr(getattr(base_model_or_path, "config", None), "model_type", None)
     if model_type is None or not isinstance(base_model_or_path, nn.Module):
         raise ValueError(
-            f"student_from_base expects a transformers ViT, DINOv2 or CLIP model, or a path to one; got "
-            f"{type(base_model_or_path).__name__}."
+            "student_from_base expects a transformers ViT, DINOv2, CLIP, SigLIP or DINOv3 model, or a path to "
+            f"one; got {type(base_model_or_path).__name__}."
         )
     return student_class_for(model_type).from_base(base_model_or_path, num_register_tokens, **kwargs)
 
@@ -895,6 +927,7 @@ __all__ = [
     "PhregRegisterMixin",
     "PhregViTModel",
     "TRAINABLE_PARTS",
+    "register_student_class",
     "student_class_for",
     "student_from_base",
 ]

@@ -23,7 +23,8 @@ Feature maps follow `Dinov2Backbone`: stage 0 (`stem`) is the embedding output, 
 tokens); `reshape_hidden_states` gives `(B, C, h, w)` patch maps. The CLS token and all registers are removed
 from the maps, so with 0 registers `PhregDinov2Backbone` returns exactly what `Dinov2Backbone` returns. With
 `reshape_hidden_states=False` the maps are `(B, 1 + h*w, C)`: CLS then patches, registers removed, which is what
-heads written for `[CLS, patches]` sequences (DPT's readout) expect.
+heads written for `[CLS, patches]` sequences (DPT's readout) expect. The SigLIP and DINOv3 backbones live beside
+their models (`modeling_phreg_siglip.py`, `modeling_phreg_dinov3.py`); DINOv3's follows `DINOv3ViTBackbone`.
 
 This file imports only transformers, torch and the other two PH-Reg files, relatively: it travels with saved
 checkpoints for `trust_remote_code=True`.
@@ -65,7 +66,8 @@ class PhregBackboneMixin(BackboneMixin):
         Returns:
             [`~transformers.modeling_outputs.BackboneOutput`] whose `feature_maps` hold one tensor per stage in
             `out_features`: `(B, hidden_size, H / patch_size, W / patch_size)`, or `(B, 1 + h*w, hidden_size)`
-            (CLS + patches) when `config.reshape_hidden_states` is False.
+            (CLS + patches; `(B, h*w, hidden_size)` for a base without CLS, SigLIP) when
+            `config.reshape_hidden_states` is False.
         """
         grid_height, grid_width = self.check_pixel_values(pixel_values)
         # BackboneMixin's own `forward` is abstract: run the student's.
@@ -81,8 +83,10 @@ class PhregBackboneMixin(BackboneMixin):
                 hidden_state = (
                     patches.unflatten(1, (grid_height, grid_width)).permute(0, 3, 1, 2).contiguous()
                 )
-            else:
+            elif self.has_cls_token:
                 hidden_state = torch.cat((hidden_state[:, :1], patches), dim=1)
+            else:  # SigLIP: no CLS to keep
+                hidden_state = patches
             feature_maps += (hidden_state,)
         return BackboneOutput(
             feature_maps=feature_maps, hidden_states=outputs.hidden_states, attentions=outputs.attentions
@@ -105,12 +109,20 @@ class PhregDinov2WithRegistersBackbone(PhregBackboneMixin, PhregDinov2WithRegist
     """[`PhregDinov2WithRegistersModel`] as a backbone; the base's registers and PH-Reg's are both removed."""
 
 
-BACKBONE_CLASSES = (
+# The backbone forms in other files (SigLIP, DINOv3, beside their models) add themselves: they import this file.
+BACKBONE_CLASSES = [
     PhregDinov2Backbone,
     PhregViTBackbone,
     PhregCLIPVisionBackbone,
     PhregDinov2WithRegistersBackbone,
-)
+]
+
+
+def register_backbone_class(backbone_class: type) -> type:
+    """Make `backbone_class_for` find `backbone_class` by its config's `model_type`."""
+    if backbone_class not in BACKBONE_CLASSES:
+        BACKBONE_CLASSES.append(backbone_class)
+    return backbone_class
 
 
 def backbone_class_for(model_type: str) -> type[PhregBackboneMixin] | None:
@@ -127,4 +139,5 @@ __all__ = [
     "PhregDinov2WithRegistersBackbone",
     "PhregViTBackbone",
     "backbone_class_for",
+    "register_backbone_class",
 ]

@@ -58,6 +58,11 @@ def test_help_lists_every_option():
     assert "Train the register tokens. (default: True) --no_train_registers" in help_text
     assert "(default: None)" not in help_text.split("--resolution RESOLUTION")[1].split("--dataloader")[0]
     assert "demo's synthetic model trains at its own image_size" in help_text
+    # The settings per backbone, each with where it comes from; DINOv3's switch for a part it lacks.
+    assert "DINOv2, with or without registers: 518; 8; 1e-4 -> 5e-6 (PH-Reg reference code)" in help_text
+    assert "DINOv3 ViT: 512" in help_text and "SigLIP and SigLIP 2 (fixed resolution)" in help_text
+    assert help_text.count("our choice") >= 4
+    assert "--no_train_position_embeddings" in help_text and "DINOv3 has none" in help_text
     assert "Without --teacher (the offline demo on a synthetic model) these defaults change" in help_text
 
 

@@ -112,7 +112,10 @@ def test_an_exif_rotated_image_pairs_with_its_upright_mask(tmp_path):
     probe_data.check_pairs(source, probe_data.LabelSettings("segmentation"), "training", progress=False)
     assert probe_data.decode_rgb(images / "photo.png", "photo").size == (30, 40)
     Image.new("L", (40, 30)).save(masks / "photo.png")  # a mask of the stored, sideways pixels
-    with pytest.raises(ValueError, match="EXIF orientation turns the stored 40x30 upright"):
+    with pytest.raises(
+        ValueError,
+        match=r"EXIF orientation 6 \(rotated 90 degrees\), its stored pixels are 40x30, which the mask matches",
+    ):
         probe_data.check_pairs(source, probe_data.LabelSettings("segmentation"), "training", progress=False)
 
 

@@ -23,7 +23,12 @@ from safetensors.torch import load_file, save_file
 from phreg_hf import student_from_base
 from phreg_hf.hub import push as hub
 
-REPOS = {"dinov2": "org/dinov2-phreg", "clip_vision_model": "org/clip-phreg"}
+REPOS = {
+    "dinov2": "org/dinov2-phreg",
+    "clip_vision_model": "org/clip-phreg",
+    "siglip_vision_model": "org/siglip-phreg",
+    "dinov3_vit": "org/dinov3-phreg",
+}
 
 
 def write_cache_snapshot(hub_cache: Path, repo_id: str, commit_oid: str, files: dict[str, bytes]) -> Path:
@@ -40,8 +45,9 @@ def write_cache_snapshot(hub_cache: Path, repo_id: str, commit_oid: str, files: 
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
-    """Push a DINOv2 student (with the stock export) and a CLIP student through `push_folder_to_hub`, intercept the
-    commits, and write them into a fresh Hugging Face cache; returns the folders and expected outputs."""
+    """Push a DINOv2 student (with the stock export), a CLIP, a SigLIP and a DINOv3 student through
+    `push_folder_to_hub`, intercept the commits, and write them into a fresh Hugging Face cache; returns the folders
+    and expected outputs."""
     root = tmp_path_factory.mktemp("hub_id")
     hub_cache = root / "hf_home" / "hub"
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
@@ -116,6 +122,8 @@ def test_pushed_students_load_by_hub_id_offline_without_phreg(pushed):
     for backbone, class_name in (
         ("dinov2", "PhregDinov2Model"),
         ("clip_vision_model", "PhregCLIPVisionModel"),
+        ("siglip_vision_model", "PhregSiglipVisionModel"),
+        ("dinov3_vit", "PhregDinov3ViTModel"),
     ):
         module, name, pipeline_model = report[backbone]
         assert module.startswith("transformers_modules.") and name == class_name == pipeline_model

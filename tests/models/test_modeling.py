@@ -268,7 +268,7 @@ def test_wrong_base_types_are_named(tmp_path):
     make_base("vit").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'vit' checkpoint.*Use PhregViTModel"):
         PhregDinov2Model.from_base(str(tmp_path))
-    with pytest.raises(ValueError, match="expects a transformers ViT, DINOv2 or CLIP model"):
+    with pytest.raises(ValueError, match="expects a transformers ViT, DINOv2, CLIP, SigLIP or DINOv3 model"):
         student_from_base(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="needs a PhregViTConfig"):
         PhregViTModel(phreg_hf.PhregDinov2Config(**make_base("dinov2").config.to_diff_dict()))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BACKBONES, IMAGE_SIZE, make_base, run_without_phreg
+from conftest import BACKBONES, IMAGE_SIZE, NEWER_BACKBONES, make_base, run_without_phreg
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import BitImageProcessor, pipeline
@@ -26,18 +26,21 @@ def image_processor():
 
 @pytest.fixture(scope="module")
 def saved_students(tmp_path_factory):
-    """One folder per backbone (trust_remote_code) plus the stock dinov2_with_registers export."""
+    """One folder per backbone (trust_remote_code) plus the stock dinov2_with_registers export; the SigLIP and
+    DINOv3 students also with their backbone feature maps."""
     root = tmp_path_factory.mktemp("students")
     inputs = {"native": torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE), "other": torch.randn(1, 3, 40, 72)}
     save_file(inputs, root / "inputs.safetensors")
     expected = {}
-    for backbone in BACKBONES:
+    for backbone in (*BACKBONES, *NEWER_BACKBONES):
         student = student_from_base(make_base(backbone, "eager"), 4).eval()
         student.save_pretrained(root / backbone)
         image_processor().save_pretrained(root / backbone)
         with torch.no_grad():
             for name, x in inputs.items():
                 expected[f"{backbone}/{name}"] = student(x).last_hidden_state
+            if backbone in NEWER_BACKBONES:
+                expected[f"{backbone}/feature_map"] = student.get_feature_map(inputs["native"])
         if backbone == "dinov2":
             student.to_dinov2_with_registers().save_pretrained(root / "stock")
             expected["stock/native"] = expected["dinov2/native"]
@@ -54,15 +57,27 @@ def test_trust_remote_code_and_stock_export_load_without_phreg(saved_students):
         f"""
         import torch
         from safetensors.torch import load_file, save_file
-        from transformers import AutoModel
+        from transformers import AutoBackbone, AutoModel
+        from transformers.models.auto import auto_factory
+        # transformers 5.24 asks the Hub whether a name is a repository before loading a backbone; say yes (see
+        # test_backbone.py's hub_reachable fixture).
+        auto_factory.hf_api = lambda: type("Hub", (), {{"repo_exists": lambda self, _: True}})()
         inputs = load_file("inputs.safetensors")
         outputs = {{}}
-        for backbone in {list(BACKBONES)!r}:
+        for backbone in {[*BACKBONES, *NEWER_BACKBONES]!r}:
             model = AutoModel.from_pretrained(backbone, trust_remote_code=True, attn_implementation="eager").eval()
             assert "transformers_modules" in type(model).__module__, type(model).__module__
             with torch.no_grad():
                 for name, x in inputs.items():
                     outputs[f"{{backbone}}/{{name}}"] = model(x).last_hidden_state
+            if backbone in {list(NEWER_BACKBONES)!r}:
+                # Their backbone form lives in the model's own file, which travels with it.
+                features = AutoBackbone.from_pretrained(
+                    backbone, trust_remote_code=True, attn_implementation="eager", out_indices=[-1]
+                ).eval()
+                assert type(features).__name__.endswith("Backbone"), type(features).__name__
+                with torch.no_grad():
+                    outputs[f"{{backbone}}/feature_map"] = features(inputs["native"]).feature_maps[-1]
         stock = AutoModel.from_pretrained("stock", attn_implementation="eager").eval()  # no remote code
         assert type(stock).__name__ == "Dinov2WithRegistersModel"
         with torch.no_grad():

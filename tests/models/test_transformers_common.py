@@ -18,6 +18,10 @@ from phreg_hf import (
     PhregDinov2Model,
     PhregDinov2WithRegistersBackbone,
     PhregDinov2WithRegistersModel,
+    PhregDinov3ViTBackbone,
+    PhregDinov3ViTModel,
+    PhregSiglipVisionBackbone,
+    PhregSiglipVisionModel,
     PhregViTBackbone,
     PhregViTModel,
 )
@@ -33,7 +37,7 @@ except ImportError as error:  # a test dependency of transformers' tests, e.g. `
         f"transformers' common tests need {error.name!r}: pip install -e '.[dev]'", allow_module_level=True
     )
 
-# About 1.5 min of CPU on 2 cores (8 student classes x ~100 common tests, 8 backbone classes).
+# About 2.5 min of CPU on 2 cores (12 student classes x ~100 common tests, 12 backbone classes).
 pytestmark = pytest.mark.slow
 
 # (model class, backbone class, extra config arguments, tokens the base puts before the patches)
@@ -46,6 +50,15 @@ STUDENTS = {
         PhregDinov2WithRegistersModel,
         PhregDinov2WithRegistersBackbone,
         {"num_base_register_tokens": 2},
+        1 + 2,
+    ),
+    # No CLS: the registers come first, then the patches.
+    "siglip": (PhregSiglipVisionModel, PhregSiglipVisionBackbone, {"intermediate_size": 37}, 0),
+    # With a head size of 16 (4 rotary frequencies per axis) and 2 registers of its own.
+    "dinov3": (
+        PhregDinov3ViTModel,
+        PhregDinov3ViTBackbone,
+        {"intermediate_size": 37, "num_base_register_tokens": 2},
         1 + 2,
     ),
 }
@@ -166,7 +179,7 @@ class StudentModelTestMixin(common.ModelTesterMixin):
         pass
 
     @unittest.skip(
-        reason="The blocks are transformers' ViT/DINOv2/CLIP layers, which do not chunk feed-forwards."
+        reason="The blocks are transformers' ViT/DINOv2/CLIP/SigLIP/DINOv3 layers, which do not chunk feed-forwards."
     )
     def test_feed_forward_chunking(self):
         pass
