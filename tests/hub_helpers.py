@@ -81,6 +81,7 @@ EXPECTED_REPO_FILES = [
     "model.safetensors",
     "modeling_phreg.py",
     "modeling_phreg_backbone.py",
+    "modeling_phreg_registers.py",
     METRICS_FILE,
     TRAINING_SETTINGS_FILE,
     "preprocessor_config.json",

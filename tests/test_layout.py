@@ -179,6 +179,7 @@ def test_models_files_are_exactly_the_checkpoint_code():
         "modeling_phreg_backbone.py",
         "modeling_phreg_clip.py",
         "modeling_phreg_dinov3.py",
+        "modeling_phreg_registers.py",
         "modeling_phreg_siglip.py",
         "pipeline_phreg_segmentation.py",
     ]

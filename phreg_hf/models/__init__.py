@@ -14,7 +14,8 @@
 """The code a saved PH-Reg checkpoint carries for `trust_remote_code=True`.
 
 Exactly the files `save_pretrained` copies next to the weights, flat, under the same names:
-`configuration_phreg.py` (configs), `modeling_phreg.py` (the register mixin and one short adapter per backbone),
+`configuration_phreg.py` (configs), `modeling_phreg_registers.py` (the register mixin every student shares and the
+registry of student classes), `modeling_phreg.py` (the ViT, DINOv2 and CLIP vision adapters),
 `modeling_phreg_backbone.py` (the students as `AutoBackbone`s), `modeling_phreg_siglip.py` and
 `modeling_phreg_dinov3.py` (the SigLIP and DINOv3 students, each with its backbone form), `modeling_phreg_clip.py`
 (the full CLIP student), `clip_dense.py` (MaskCLIP / NACLIP dense paths) and `pipeline_phreg_segmentation.py`

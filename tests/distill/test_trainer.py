@@ -498,6 +498,7 @@ def test_push_to_hub_uploads_the_finished_run_in_one_commit(tmp_path, sample_ima
         "configuration_phreg.py",
         "modeling_phreg.py",
         "modeling_phreg_backbone.py",
+        "modeling_phreg_registers.py",
         METRICS_FILE,
         TRAINING_SETTINGS_FILE,
         f"{PREVIEWS_DIR}/train_00000.png",  # no --eval_images: the first training images, named by index

@@ -78,6 +78,7 @@ def test_distill_segment_and_evaluate_a_clip_student_end_to_end(tmp_path, capsys
         "configuration_phreg.py",
         "modeling_phreg.py",
         "modeling_phreg_backbone.py",  # imported by modeling_phreg.py (students load as AutoBackbone too)
+        "modeling_phreg_registers.py",  # the register mixin, imported by modeling_phreg.py
         "modeling_phreg_clip.py",
         "clip_dense.py",
         "pipeline_phreg_segmentation.py",

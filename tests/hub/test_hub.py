@@ -103,6 +103,7 @@ def test_push_is_one_commit_of_the_exact_files_and_loads_without_phreg(tmp_path,
         "configuration_phreg.py",
         "modeling_phreg.py",
         "modeling_phreg_backbone.py",
+        "modeling_phreg_registers.py",
         "preprocessor_config.json",
     ):
         assert commit["files"][name] == (reference / name).read_bytes(), name
@@ -167,6 +168,7 @@ def test_sharded_weights_upload_index_and_every_shard(tmp_path, fake_hub):
             "configuration_phreg.py",
             "modeling_phreg.py",
             "modeling_phreg_backbone.py",
+            "modeling_phreg_registers.py",
             "preprocessor_config.json",
             "model.safetensors.index.json",
             *shards,
