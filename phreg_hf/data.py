@@ -361,7 +361,13 @@ def default_crop_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class _DistillItems:
-    """What the map-style and streaming datasets share: decode one example into a training item."""
+    """What the map-style and streaming datasets share: decode one example into a training item.
+
+    The epoch lives in a shared-memory tensor, so `set_epoch` in the training process reaches persistent DataLoader
+    workers too (they read it when they build an item, after the epoch's indices were sent). With a
+    `target_reader` (a teacher cache's `CachedTargetReader`) and `crop_seed_fn` each item also carries the cached
+    teacher target of its image when there is one, read and checksum-verified here, i.e. in the worker.
+    """
 
     def __init__(
         self,
@@ -370,21 +376,27 @@ class _DistillItems:
         image_column: str = "image",
         seed: int = 0,
         crop_seed_fn: Callable[[int], int] | None = None,
+        target_reader=None,
     ):
         self.dataset = dataset
         self.transform = transform
         self.image_column = image_column
         self.seed = seed
         self.crop_seed_fn = crop_seed_fn
-        self.epoch = 0
+        self.target_reader = target_reader
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.numpy())  # a CPU tensor: no device sync
 
     def set_epoch(self, epoch: int) -> None:
         """New random crops each epoch (unless `crop_seed_fn` fixes them, as the teacher cache does)."""
-        self.epoch = epoch
+        self._epoch.fill_(int(epoch))
 
     def item(self, example: dict, index: int) -> dict:
-        """`{"pixel_values", "index"}`, or `{"index", "unreadable": reason}` for a file that cannot be read (the
-        trainer names each such file once, however many epochs meet it)."""
+        """`{"pixel_values", "index"}` (+ `"target"` from the teacher cache), or `{"index", "unreadable": reason}`
+        for a file that cannot be read (the trainer names each such file once, however many epochs meet it)."""
         value = example[self.image_column]
         try:
             image = open_image(value)
@@ -395,7 +407,17 @@ class _DistillItems:
             if self.crop_seed_fn is not None
             else default_crop_seed(self.seed, self.epoch, index)
         )
-        return {"pixel_values": self.transform(image, crop_seed=crop_seed), "index": index}
+        item = {"pixel_values": self.transform(image, crop_seed=crop_seed), "index": index}
+        if self.target_reader is not None and self.crop_seed_fn is not None:
+            stored = self.target_reader.crop_seed(index)
+            if stored is not None:
+                if stored != crop_seed:
+                    raise ValueError(
+                        f"Image {index} was cached with crop seed {stored} but is now cropped with {crop_seed}; "
+                        f"delete {self.target_reader.directory} or pass another --teacher_cache."
+                    )
+                item["target"] = self.target_reader.read(index)
+        return item
 
 
 class DistillImageDataset(_DistillItems, torch.utils.data.Dataset):
@@ -425,10 +447,13 @@ class IterableDistillImageDataset(_DistillItems, torch.utils.data.IterableDatase
 
 
 def collate_skipping_corrupt(batch: list[dict | None]) -> dict:
-    """Stack the readable items: `{"pixel_values": (B, 3, R, R), "index": (B,), "num_skipped": int,
-    "unreadable": [(index, reason), ...]}`.
+    """Stack the readable items: `{"pixel_values": (B, 3, R, R), "index": (B,), "indices": [int] * B,
+    "num_skipped": int, "unreadable": [(index, reason), ...]}`, plus, when some item carries a cached teacher
+    target, `"targets"` `(B, N, C)` (as stored, zero where missing) and `"has_target"` `[bool] * B`.
 
-    B may be 0 when every image of the batch was unreadable; the trainer skips such a batch.
+    `indices` and `has_target` are Python lists, which stay on the host when the batch moves to the device (the
+    trainer reads them without a device sync). B may be 0 when every image of the batch was unreadable; the
+    trainer skips such a batch.
     """
     good = [item for item in batch if item is not None and "unreadable" not in item]
     unreadable = [(int(item["index"]), item["unreadable"]) for item in batch if item and "unreadable" in item]
@@ -436,12 +461,24 @@ def collate_skipping_corrupt(batch: list[dict | None]) -> dict:
         pixel_values = torch.stack([item["pixel_values"] for item in good])
     else:
         pixel_values = torch.zeros(0, 3, 0, 0)
-    return {
+    indices = [int(item["index"]) for item in good]
+    collated = {
         "pixel_values": pixel_values,
-        "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
+        "index": torch.tensor(indices, dtype=torch.long),
+        "indices": indices,
         "num_skipped": len(batch) - len(good),
         "unreadable": unreadable,
     }
+    cached = [item.get("target") for item in good]
+    known = next((target for target in cached if target is not None), None)
+    if known is not None:
+        targets = known.new_zeros(len(good), *known.shape)
+        for row, target in enumerate(cached):
+            if target is not None:
+                targets[row] = target
+        collated["targets"] = targets
+        collated["has_target"] = [target is not None for target in cached]
+    return collated
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -41,10 +41,12 @@ is made):
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -275,9 +277,13 @@ def scatter_average(
     batch_size, num_views, num_tokens, channels = view_tokens.shape
     num_positions = num_tokens if num_positions is None else num_positions
     tokens = view_tokens.float().reshape(batch_size, num_views * num_tokens, channels)
+    # Checked where the indices are made (on the CPU, as the trainer's views are): on an accelerator the check
+    # would be a host sync per step; there scatter_add_ checks its bounds itself (a device-side assert).
+    if source_indices.device.type == "cpu" and source_indices.numel():
+        highest = int(source_indices.numpy().max())  # host memory: numpy reads it without a torch round trip
+        if highest >= num_positions:
+            raise ValueError(f"source_indices go up to {highest}, beyond {num_positions} positions.")
     indices = source_indices.to(view_tokens.device).long().reshape(batch_size, num_views * num_tokens)
-    if indices.numel() and indices.max() >= num_positions:
-        raise ValueError(f"source_indices go up to {indices.max().item()}, beyond {num_positions} positions.")
     valid = indices >= 0
     safe_indices = indices.clamp(min=0)
     # where, not multiply: a masked-out fill token must not turn the sum into NaN (0 * inf).
@@ -476,13 +482,17 @@ def _check_views(views: TeacherViews, batch_size: int | None = None) -> None:
 
 
 def _fill_tuple(fill_value: float | Sequence[float] | torch.Tensor) -> tuple[float, ...]:
-    values = torch.as_tensor(fill_value, dtype=torch.float64).flatten()
-    if values.numel() == 0 or not torch.isfinite(values).all():
+    # Plain numbers stay numbers (the teacher's fill, every step: no tensor to read back).
+    if isinstance(fill_value, torch.Tensor):
+        values = tuple(torch.as_tensor(fill_value, dtype=torch.float64).flatten().tolist())
+    else:
+        values = tuple(float(v) for v in np.asarray(fill_value, dtype=np.float64).ravel())
+    if not values or not all(math.isfinite(v) for v in values):
         raise ValueError(
             f"fill_value must be one finite number or one per channel, got {fill_value!r}; "
             "use normalized_fill_value(image_mean, image_std) for the reference's white."
         )
-    return tuple(values.tolist())
+    return values
 
 
 def _fill_tensor(

@@ -167,11 +167,18 @@ class DistillArguments:
             "native grid); the demo's synthetic model trains at its own image_size (112)."
         },
     )
-    dataloader_num_workers: int = field(
-        default=0,
+    dataloader_num_workers: int | None = field(
+        default=None,
         metadata={
-            "help": "Data loading worker processes per training process (0: load in the main process)."
+            "help": "DataLoader worker processes per training process, which decode and crop the images and read and "
+            "verify their cached teacher targets (0: all in the training process). Default: the CPUs this process "
+            "may use (its affinity, shared among the processes on this machine) minus one for the training "
+            "process, at most 16."
         },
+    )
+    dataloader_prefetch_factor: int = field(
+        default=4,
+        metadata={"help": "Batches each DataLoader worker loads ahead (with --dataloader_num_workers > 0)."},
     )
     # ---- denoised teacher
     num_views: int = field(
@@ -431,6 +438,7 @@ class DistillArguments:
             "max_bad_steps": self.max_bad_steps,
             "logging_steps": self.logging_steps,
             "num_eval_images": self.num_eval_images,
+            "dataloader_prefetch_factor": self.dataloader_prefetch_factor,
         }
         for name, value in positive_ints.items():
             if value is not None and value < 1:
@@ -470,7 +478,7 @@ class DistillArguments:
             "num_preview_images",
             "dataloader_num_workers",
         ):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.resolution is not None and self.resolution <= 0:
             raise ValueError(f"--resolution must be > 0, got {self.resolution}.")

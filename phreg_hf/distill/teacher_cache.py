@@ -33,12 +33,19 @@ Layout of the cache directory:
 - `targets-rank{R}-{uid}.safetensors`: shards written by process R (each process writes its own shards, with
   a random uid, so processes, restarts and resumes never collide; any process reads every shard). A shard
   holds `indices` `(M,)`, `crop_seeds` `(M,)`, `targets` `(M, N, C)` and `checksums` `(M,)`, a 63-bit
-  blake2b of each target row, verified whenever a row is read: bytes overwritten on disk are refused, naming
-  the shard, never used. Shards are written to a temporary name and renamed, so a reader never sees a partial
+  xxh3_64 of each target row, verified whenever a row is read: bytes overwritten on disk are refused, naming
+  the shard, never used. xxh3 (non-cryptographic: it guards against damage, not against an attacker who can
+  write the folder) runs at several GB/s per core, where blake2b ran at 0.39 GB/s, a third of the step time
+  of a 518 px DINOv2-B target. Shards are written to a temporary name and renamed, so a reader never sees a partial
   file and a crash loses at most the unflushed entries; the temporary files an interrupted run left behind
   are removed when the main process opens the cache.
 
-A corrupt fingerprint or shard raises a `ValueError` that names the file and says to delete the cache.
+A corrupt fingerprint or shard raises a `ValueError` that names the file and says to delete the cache; so does a
+cache of an older format (format 2 checksummed rows with blake2b): its rows are never reinterpreted.
+
+`CachedTargetReader` is the read side alone (index the shards, read and verify rows): picklable and opened lazily,
+so that each DataLoader worker reads and verifies the targets of its own batch (`data.DistillImageDataset`);
+only the training process writes (`TeacherTargetCache.put` / `flush`).
 """
 
 from __future__ import annotations
@@ -46,17 +53,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import xxhash
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..seeding import MASK_63
 
-CACHE_FORMAT_VERSION = 2  # 2: per-row checksums
+# 2: per-row blake2b checksums; 3: per-row xxh3_64 checksums. A cache of another format is refused, never misread.
+CACHE_FORMAT_VERSION = 3
 FINGERPRINT_FILE = "fingerprint.json"
 SHARD_PREFIX = "targets-"
 SHARD_SUFFIX = ".safetensors"
@@ -117,9 +127,111 @@ def build_fingerprint(
 
 
 def row_checksum(row: torch.Tensor) -> int:
-    """63-bit blake2b of a stored target row's bytes (its dtype as stored)."""
-    data = row.contiguous().view(torch.uint8).numpy().tobytes()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & MASK_63
+    """63-bit xxh3_64 of a stored target row's bytes (its dtype as stored), hashed in place (no copy)."""
+    data = row.contiguous().reshape(-1).view(torch.uint8).numpy()
+    return xxhash.xxh3_64_intdigest(data) & MASK_63
+
+
+def old_format_error(directory: Path, found, where: Path) -> ValueError:
+    """The refusal of a cache written in another format (e.g. format 2's blake2b checksums)."""
+    return ValueError(
+        f"The teacher cache in {directory} was written in cache format {found} ({where.name}), by another version "
+        f"of phreg-hf; this one reads format {CACHE_FORMAT_VERSION} only (rows checksummed with xxh3_64) and never "
+        f"reinterprets older rows. Delete {directory}: the next run with --teacher_cache {directory} rebuilds it "
+        "(the teacher runs once more per image). Or pass another --teacher_cache."
+    )
+
+
+class CachedTargetReader:
+    """The read side of a teacher cache: indexes its shards, reads a row and verifies its checksum.
+
+    Picklable and lazy (the open shard handles are dropped when pickled and reopened on first use), so each
+    DataLoader worker holds its own. It re-indexes the folder on a lookup miss when the folder changed (a shard
+    was added) or a second has passed, so targets flushed by the training process reach the workers.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._locations: dict[int, tuple[Path, int]] = {}  # image index -> (shard path, row)
+        self._crop_seeds: dict[int, int] = {}
+        self._handles: dict[Path, object] = {}  # open handles are memory-mapped, cheap
+        self._checksums: dict[Path, list[int]] = {}
+        # (folder mtime, time.monotonic()) of the last refresh
+        self._looked_at: tuple[int, float] | None = None
+
+    def __getstate__(self) -> dict:
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.directory = state["directory"]
+        self._reset()
+
+    def corrupt(self, path: Path, reason: str) -> ValueError:
+        return ValueError(
+            f"The teacher cache shard {path} is corrupt ({reason}). Delete {self.directory} (the targets are "
+            "recomputed) or pass another --teacher_cache."
+        )
+
+    def refresh(self) -> None:
+        """Index shards written since the last look (by any process)."""
+        self._looked_at = (self.directory.stat().st_mtime_ns, time.monotonic())
+        for path in sorted(self.directory.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}")):
+            if path in self._handles:
+                continue
+            try:
+                handle = safe_open(str(path), framework="pt", device="cpu")
+                version = (handle.metadata() or {}).get("format_version")
+                if version != str(CACHE_FORMAT_VERSION):
+                    raise old_format_error(self.directory, version or "unknown", path)
+                indices = handle.get_tensor("indices").tolist()
+                crop_seeds = handle.get_tensor("crop_seeds").tolist()
+                checksums = handle.get_tensor("checksums").tolist()
+                num_rows = handle.get_slice("targets").get_shape()[0]
+            except (SafetensorError, OSError, KeyError, RuntimeError) as error:
+                raise self.corrupt(path, f"{type(error).__name__}: {error}") from None
+            if not len(indices) == len(crop_seeds) == len(checksums) == num_rows:
+                raise self.corrupt(path, "its tensors have different lengths")
+            self._handles[path] = handle
+            self._checksums[path] = checksums
+            for row, (index, crop_seed) in enumerate(zip(indices, crop_seeds, strict=True)):
+                self._locations[int(index)] = (path, row)
+                self._crop_seeds[int(index)] = int(crop_seed)
+
+    def _maybe_refresh(self) -> None:
+        if self._looked_at is None:
+            self.refresh()
+            return
+        mtime, when = self._looked_at
+        if self.directory.stat().st_mtime_ns != mtime or time.monotonic() - when >= 1.0:
+            self.refresh()
+
+    def __contains__(self, index: int) -> bool:
+        return int(index) in self._locations
+
+    def indices(self) -> set[int]:
+        return set(self._locations)
+
+    def crop_seed(self, index: int, look_again: bool = True) -> int | None:
+        """The crop seed image `index` was cached with, or None when it is not (yet) on disk."""
+        index = int(index)
+        if index not in self._locations and look_again:
+            self._maybe_refresh()
+        return self._crop_seeds.get(index)
+
+    def read(self, index: int) -> torch.Tensor:
+        """The stored row `(N, C)` of image `index` (its storage dtype), checksum verified; KeyError if absent."""
+        index = int(index)
+        path, row = self._locations[index]
+        try:
+            target = self._handles[path].get_slice("targets")[row : row + 1][0]
+        except (SafetensorError, OSError, RuntimeError) as error:
+            raise self.corrupt(path, f"{type(error).__name__}: {error}") from None
+        if row_checksum(target) != self._checksums[path][row]:
+            raise self.corrupt(path, f"the target of image {index} does not match its checksum")
+        return target
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -161,11 +273,7 @@ class TeacherTargetCache:
             for leftover in self.directory.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
         self._check_or_write_fingerprint()
-        # image index -> (shard path, row); open handles are kept (memory-mapped, cheap).
-        self._locations: dict[int, tuple[Path, int]] = {}
-        self._crop_seeds: dict[int, int] = {}
-        self._handles: dict[Path, object] = {}
-        self._checksums: dict[Path, list[int]] = {}
+        self.reader = CachedTargetReader(self.directory)
         self._pending: dict[int, tuple[torch.Tensor, int]] = {}
         self._pending_bytes = 0
         self.hits = 0
@@ -184,6 +292,9 @@ class TeacherTargetCache:
                     f"how its targets were computed. Delete {self.directory} (the targets are recomputed) or pass "
                     "another --teacher_cache."
                 ) from None
+            found = stored.get("format_version") if isinstance(stored, dict) else None
+            if found is not None and found != CACHE_FORMAT_VERSION:
+                raise old_format_error(self.directory, found, path)
             if stored != self.fingerprint:
                 changes = [
                     f"{key}: cached {stored.get(key, '<missing>')!r}, now {self.fingerprint.get(key, '<missing>')!r}"
@@ -208,48 +319,22 @@ class TeacherTargetCache:
 
     def refresh(self) -> None:
         """Index shards written since the last look (by any process)."""
-        for path in sorted(self.directory.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}")):
-            if path in self._handles:
-                continue
-            try:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-                indices = handle.get_tensor("indices").tolist()
-                crop_seeds = handle.get_tensor("crop_seeds").tolist()
-                checksums = handle.get_tensor("checksums").tolist()
-                num_rows = handle.get_slice("targets").get_shape()[0]
-            except (SafetensorError, OSError, KeyError, RuntimeError) as error:
-                raise self._corrupt(path, f"{type(error).__name__}: {error}") from None
-            if not len(indices) == len(crop_seeds) == len(checksums) == num_rows:
-                raise self._corrupt(path, "its tensors have different lengths")
-            self._handles[path] = handle
-            self._checksums[path] = checksums
-            for row, (index, crop_seed) in enumerate(zip(indices, crop_seeds, strict=True)):
-                self._locations[int(index)] = (path, row)
-                self._crop_seeds[int(index)] = int(crop_seed)
+        self.reader.refresh()
 
     def __len__(self) -> int:
-        return len(set(self._locations) | set(self._pending))
+        return len(self.reader.indices() | set(self._pending))
 
     def __contains__(self, index: int) -> bool:
-        return int(index) in self._locations or int(index) in self._pending
+        return int(index) in self.reader or int(index) in self._pending
 
-    def _corrupt(self, path: Path, reason: str) -> ValueError:
-        return ValueError(
-            f"The teacher cache shard {path} is corrupt ({reason}). Delete {self.directory} (the targets are "
-            "recomputed) or pass another --teacher_cache."
-        )
+    def stored_crop_seed(self, index: int) -> int | None:
+        index = int(index)
+        return self._pending[index][1] if index in self._pending else self.reader.crop_seed(index, False)
 
     def _get_one(self, index: int) -> torch.Tensor:
         if index in self._pending:
             return self._pending[index][0]
-        path, row = self._locations[index]
-        try:
-            target = self._handles[path].get_slice("targets")[row : row + 1][0]
-        except (SafetensorError, OSError, RuntimeError) as error:
-            raise self._corrupt(path, f"{type(error).__name__}: {error}") from None
-        if row_checksum(target) != self._checksums[path][row]:
-            raise self._corrupt(path, f"the target of image {index} does not match its checksum")
-        return target
+        return self.reader.read(index)
 
     # ------------------------------------------------------------------------------------------------------
     def get(self, indices: Sequence[int]) -> torch.Tensor:
@@ -304,7 +389,7 @@ class TeacherTargetCache:
             self.refresh()  # another process may have written them since we last looked
             missing_rows = [row for row, index in enumerate(indices) if index not in self]
         for row, index in enumerate(indices):
-            stored = self._pending[index][1] if index in self._pending else self._crop_seeds.get(index)
+            stored = self.stored_crop_seed(index)
             if row not in missing_rows and stored != int(crop_seeds[row]):
                 raise ValueError(
                     f"Image {index} was cached with crop seed {stored} but is now cropped with "

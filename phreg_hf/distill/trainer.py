@@ -57,7 +57,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
@@ -66,7 +65,6 @@ from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
 from ..launch import multi_process_cpu_run
 from ..models.modeling_phreg import student_class_for, student_from_base
-from ..seeding import crop_seed_for
 from . import clip_training
 from .arguments import REFERENCE_RESOLUTIONS, DistillArguments
 from .checkpointing import (
@@ -83,8 +81,10 @@ from .demo import (
 )
 from .outputs import TrainingOutputsMixin
 from .run_files import run_output_names
+from .step_loop import StepLoopMixin, distillation_loss
 from .teacher_cache import (
     STORAGE_DTYPES,
+    CachedTargetReader,
     TeacherTargetCache,
     build_fingerprint,
     hash_model,
@@ -163,26 +163,7 @@ class _TrainingState:
         vars(self).update(state)
 
 
-def distillation_loss(
-    student_tokens: torch.Tensor, targets: torch.Tensor, mse_scale: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PH-Reg loss on final-normed patch tokens: `(1 - mean cosine) + mse_scale * MSE` (docs/method.md).
-
-    Args:
-        student_tokens: `(B, N, C)` student patch tokens (any float dtype; computed in float32).
-        targets: `(B, N, C)` denoised teacher targets.
-
-    Returns:
-        `(loss, mean cosine, mse)`, scalars.
-    """
-    student_tokens = student_tokens.float()
-    targets = targets.float()
-    cosine = F.cosine_similarity(student_tokens, targets, dim=-1).mean()
-    mse = F.mse_loss(student_tokens, targets)
-    return (1.0 - cosine) + mse_scale * mse, cosine, mse
-
-
-class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin):
+class DistillTrainer(StepLoopMixin, TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin):
     """The PH-Reg distillation loop on `accelerate.Accelerator`.
 
     Args:
@@ -214,7 +195,11 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "runs")
             ),
             # A sampler seeded by (seed, epoch): the same order after a resume, whatever happened before.
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # non_blocking: batches pinned by the DataLoader (on CUDA) are copied while the GPU works.
+            dataloader_config=DataLoaderConfiguration(
+                use_seedable_sampler=True,
+                non_blocking=torch.cuda.is_available() and not multi_process_cpu_run(),
+            ),
             # We step the scheduler once per optimizer step ourselves (skipped steps included, see the module
             # docstring) rather than letting Accelerate step it num_processes times per step.
             step_scheduler_with_optimizer=False,
@@ -507,6 +492,11 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
                 process_index=accelerator.process_index,
                 storage_dtype=args.teacher_cache_dtype,
             )
+        if not args.streaming:
+            # The DataLoader (its workers, or this process with 0 workers) reads and verifies the cached targets of
+            # each batch: a reader of its own, pickled into each worker. A streamed set is read on the main process
+            # and dispatched by Accelerate, whose batches must keep one structure, so its targets are read here.
+            self.distill_dataset.target_reader = CachedTargetReader(args.teacher_cache)
         if accelerator.is_main_process:
             num_patches = self.grid_size[0] * self.grid_size[1]
             size = num_patches * self.target_dim * STORAGE_DTYPES[args.teacher_cache_dtype].itemsize
@@ -517,7 +507,7 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
             )
 
     # ----------------------------------------------------------------------------------------------------------
-    # Teacher targets
+    # Teacher targets and student tokens (the step loop is `step_loop.py`)
     @torch.no_grad()
     def compute_targets(
         self, pixel_values: torch.Tensor, indices: Sequence[int], epoch: int | None
@@ -530,17 +520,6 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
             targets = self.teacher(pixel_values, views=views)
         self._teacher_images_in_step += len(indices)
         return targets.float()
-
-    def targets_for_batch(self, pixel_values: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
-        """Targets of a training batch: from the cache (computed once per image), or recomputed every time."""
-        indices = [int(i) for i in indices]
-        if self.teacher_cache is None:
-            return self.compute_targets(pixel_values, indices, epoch=self.state.epoch)
-        crop_seeds = [crop_seed_for(self.args.seed, i) for i in indices]
-        targets, _ = self.teacher_cache.get_or_compute(
-            indices, pixel_values, lambda pv, idx: self.compute_targets(pv, idx, epoch=None), crop_seeds
-        )
-        return targets
 
     def student_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward."""
@@ -557,48 +536,6 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
         outputs = self.student(pixel_values=pixel_values)
         tokens = outputs.last_hidden_state[:, student.num_prefix_tokens :]
         return tokens if student.last_hidden_state_is_normed else student.final_norm(tokens)
-
-    # ----------------------------------------------------------------------------------------------------------
-    # Training
-    def _micro_step(self, batch) -> torch.Tensor:
-        """Forward one micro-batch; returns the per-process stats to be summed over processes.
-
-        Stats: `[bad, empty, skipped_images, batch_size, loss*B, cosine*B, mse*B, teacher_images, cache_hits,
-        cache_misses]`; the loss itself is kept in `self._pending_loss` for `backward` once all processes agreed
-        the step is sound. Counts are summed over processes, so the run's JSON reports the whole run's.
-        """
-        pixel_values, indices = batch["pixel_values"], batch["index"]
-        batch_size = pixel_values.shape[0]
-        stats = torch.zeros(10, dtype=torch.float64, device=self.accelerator.device)
-        stats[2], stats[3] = float(batch.get("num_skipped", 0)), float(batch_size)
-        self._pending_loss = None
-        self._teacher_images_in_step = 0
-        if batch_size == 0:
-            stats[1] = 1.0
-            return stats
-        cache = self.teacher_cache
-        hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
-        targets = self.targets_for_batch(pixel_values, indices.tolist())
-        stats[7] = float(self._teacher_images_in_step)
-        if cache is not None:
-            stats[8], stats[9] = float(cache.hits - hits), float(cache.misses - misses)
-        with self.accelerator.autocast():
-            tokens = self.student_patch_tokens(pixel_values)
-        loss, cosine, mse = distillation_loss(tokens, targets, self.args.mse_scale)
-        bad = not (torch.isfinite(targets).all() and torch.isfinite(loss))
-        stats[0] = float(bad)
-        if not bad:
-            stats[4:7] = torch.stack([loss.detach(), cosine.detach(), mse.detach()]).double() * batch_size
-        self._pending_loss = loss
-        return stats
-
-    def _backward_empty(self) -> None:
-        """A process whose micro-batch lost every image to decoding errors still joins the gradient sync
-        (DDP needs every process in each backward) with a zero loss on a blank image."""
-        blank = torch.zeros(1, 3, self.resolution, self.resolution, device=self.accelerator.device)
-        with self.accelerator.autocast():
-            tokens = self.student_patch_tokens(blank)
-        self.accelerator.backward(tokens.float().sum() * 0.0)
 
     def train(self) -> dict:
         """Run the distillation; returns `{"settings": ..., "metrics": ...}` (also written to output_dir)."""
@@ -618,60 +555,7 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
             desc="PH-Reg distillation",
             disable=not accelerator.is_local_main_process,
         )
-        window_bad = False
-        running = torch.zeros(4, dtype=torch.float64)  # images, loss*B, cosine*B, mse*B since the last log
-        while state.global_step < self.total_steps:
-            self._set_epoch(state.epoch)
-            dataloader = self.train_dataloader
-            if state.batches_in_epoch:
-                dataloader = accelerator.skip_first_batches(dataloader, state.batches_in_epoch)
-            for batch in dataloader:
-                with accelerator.accumulate(self.student):
-                    stats = accelerator.reduce(self._micro_step(batch), reduction="sum")
-                    all_empty = stats[1].item() >= accelerator.num_processes
-                    window_bad = window_bad or stats[0].item() > 0
-                    if not window_bad and not all_empty:
-                        if self._pending_loss is None:
-                            self._backward_empty()
-                        else:
-                            accelerator.backward(self._pending_loss)
-                    self._pending_loss = None
-                    state.batches_in_epoch += 1
-                    state.teacher_images += int(stats[7].item())
-                    state.cache_hits += int(stats[8].item())
-                    state.cache_misses += int(stats[9].item())
-                    if stats[2].item() > 0:
-                        self._record_unreadable(batch.get("unreadable", []))
-                    state.images_seen += int(stats[3].item())
-                    if not window_bad:
-                        running += stats[3:7].cpu()
-                    if not accelerator.sync_gradients:
-                        continue
-                    # End of an accumulation window: one optimizer step (unless the window went bad).
-                    if window_bad:
-                        self._record_bad_step(stats)
-                    else:
-                        state.consecutive_bad_steps = 0
-                        if args.max_grad_norm > 0:
-                            accelerator.clip_grad_norm_(self.student.parameters(), args.max_grad_norm)
-                        self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.lr_scheduler.step()
-                    window_bad = False
-                state.global_step += 1
-                progress.update(1)
-                if state.global_step % args.logging_steps == 0 or state.global_step == self.total_steps:
-                    self._log_progress(running, progress)
-                    running.zero_()
-                if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
-                    self.save_checkpoint()
-                if state.global_step >= self.total_steps:
-                    break
-            else:
-                # The epoch ran out (not stopped by max_steps): next epoch.
-                self._end_epoch()
-                continue
-            break
+        self._run_steps(progress)
         progress.close()
         self.train_runtime_s = time.perf_counter() - train_start
         if self.teacher_cache is not None:
@@ -692,56 +576,6 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
                 license=args.hub_license,
             )
         return result
-
-    def _set_epoch(self, epoch: int) -> None:
-        # Order (seedable sampler) and crops/views (dataset) are functions of (seed, epoch, index), so a resumed
-        # run sees exactly what an uninterrupted one would.
-        self.train_dataloader.set_epoch(epoch)
-        if hasattr(self.distill_dataset, "set_epoch"):
-            self.distill_dataset.set_epoch(epoch)
-
-    def _end_epoch(self) -> None:
-        state = self.state
-        if self.teacher_cache is not None:
-            # Make this epoch's targets visible to every process before the next epoch reshuffles the images.
-            self.teacher_cache.flush()
-            self.accelerator.wait_for_everyone()
-            self.teacher_cache.refresh()
-        # Short epochs (a handful of images) would flood the log.
-        short = self.steps_per_epoch is not None and self.steps_per_epoch < self.args.logging_steps
-        (logger.debug if short else logger.info)(
-            f"Epoch {state.epoch} done at step {state.global_step}; {state.skipped_images} unreadable images "
-            f"skipped so far, {state.skipped_steps} steps skipped."
-        )
-        state.epoch += 1
-        state.batches_in_epoch = 0
-
-    def _record_unreadable(self, local: list[tuple[int, str]]) -> None:
-        """Note the unreadable images of this micro-batch (all processes'), warning once per file per run."""
-        from accelerate.utils import gather_object
-
-        found = gather_object(list(local)) if self.accelerator.num_processes > 1 else list(local)
-        for index, reason in found:
-            if str(index) not in self.state.unreadable_images:
-                self.state.unreadable_images[str(index)] = reason
-                logger.warning(f"Skipping unreadable image {reason} (reported once; skipped every epoch).")
-
-    def _record_bad_step(self, stats: torch.Tensor) -> None:
-        state = self.state
-        state.skipped_steps += 1
-        state.consecutive_bad_steps += 1
-        logger.warning(
-            f"Step {state.global_step}: NaN/inf in the loss or the teacher targets; step skipped (no update). "
-            f"{state.skipped_steps} skipped so far, {state.consecutive_bad_steps} in a row."
-        )
-        if state.consecutive_bad_steps >= self.args.max_bad_steps:
-            last = list_checkpoints(self.output_dir)
-            raise RuntimeError(
-                f"{state.consecutive_bad_steps} consecutive steps had NaN/inf loss or teacher targets (at step "
-                f"{state.global_step}, epoch {state.epoch}; --max_bad_steps {self.args.max_bad_steps}). Training "
-                "stopped. Try a lower --learning_rate, --mixed_precision no, or check the images. "
-                + (f"The last checkpoint is {last[-1]}." if last else "No checkpoint was saved.")
-            )
 
     def _log_start(self) -> None:
         args, accelerator = self.args, self.accelerator
@@ -771,24 +605,4 @@ class DistillTrainer(TrainingDataMixin, TrainingOutputsMixin, CheckpointingMixin
     def num_trainable_parameters(self) -> int:
         return sum(
             p.numel() for p in self.accelerator.unwrap_model(self.student).parameters() if p.requires_grad
-        )
-
-    def _log_progress(self, running: torch.Tensor, progress) -> None:
-        state = self.state
-        images = max(running[0].item(), 1.0)
-        logs = {
-            "train/loss": running[1].item() / images,
-            "train/cosine": running[2].item() / images,
-            "train/mse": running[3].item() / images,
-            "train/lr": self.lr_scheduler.get_last_lr()[0],
-            "train/epoch": state.epoch,
-            "train/skipped_steps": state.skipped_steps,
-            "train/skipped_images": state.skipped_images,
-        }
-        if running[0].item() == 0:
-            logs = {k: v for k, v in logs.items() if k not in ("train/loss", "train/cosine", "train/mse")}
-        self.accelerator.log(logs, step=state.global_step)
-        progress.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in logs.items() if k != "train/epoch"})
-        logger.info(
-            f"step {state.global_step}: " + ", ".join(f"{k.split('/')[1]}={v:.5g}" for k, v in logs.items())
         )

@@ -31,6 +31,27 @@ from torch.utils.data import DataLoader
 from ..seeding import crop_seed_for
 from .demo import DEMO_TILES, write_demo_images
 
+MAX_DEFAULT_WORKERS = 16
+
+
+def cpus_per_process() -> int:
+    """CPUs this process may run on (its affinity, else the machine's), shared by the training processes of this
+    machine (LOCAL_WORLD_SIZE, set by torchrun and accelerate launch)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+    return max(cpus // local_processes, 1)
+
+
+def resolve_num_workers(requested: int | None) -> int:
+    """`--dataloader_num_workers`, or when unset the CPUs per process minus one (for the training process itself),
+    at most `MAX_DEFAULT_WORKERS`: 0 on a 1-CPU share, 15 on 16 CPUs per GPU."""
+    if requested is not None:
+        return int(requested)
+    return max(0, min(cpus_per_process() - 1, MAX_DEFAULT_WORKERS))
+
 
 class TrainingDataMixin:
     """Data methods of `DistillTrainer` (they read `self.args`, `self.accelerator`, `self.image_processor`, ...)."""
@@ -60,12 +81,20 @@ class TrainingDataMixin:
         self.image_mean, self.image_std = list(transform.image_mean), list(transform.image_std)
         self.distill_dataset = self._wrap_dataset(self.train_dataset, transform)
         self.num_train_images = None if args.streaming else len(self.train_dataset)
+        self.num_workers = resolve_num_workers(args.dataloader_num_workers)
+        workers = self.num_workers > 0
         self.train_dataloader = DataLoader(
             self.distill_dataset,
             batch_size=args.per_device_train_batch_size,
             shuffle=not args.streaming,
             collate_fn=data.collate_skipping_corrupt,
-            num_workers=args.dataloader_num_workers,
+            num_workers=self.num_workers,
+            # Workers live for the whole run (no restart, and no re-reading of the cache's index, per epoch); the
+            # epoch reaches them through the dataset's shared-memory counter (`data._DistillItems`).
+            persistent_workers=workers,
+            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+            # Page-locked batches: the copy to the GPU runs asynchronously (Accelerate's non_blocking).
+            pin_memory=accelerator.device.type == "cuda",
             # Keep every image: a short last batch still trains (with 8 images per batch and few images, dropping
             # it would waste a large share of a small dataset).
             drop_last=False,

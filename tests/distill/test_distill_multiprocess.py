@@ -45,8 +45,8 @@ LAUNCHED = textwrap.dedent(
         return result
 
     # After the teacher cache (the demo's default), so that the NaN reaches one step only, not the cached target.
-    def targets_for_batch(self, pixel_values, indices):
-        targets = original_targets(self, pixel_values, indices)
+    def targets_for_batch(self, pixel_values, indices, batch=None):
+        targets = original_targets(self, pixel_values, indices, batch)
         self.test_calls = getattr(self, "test_calls", 0) + 1
         if inject_nan and self.accelerator.process_index == 1 and self.test_calls == 2:
             targets = targets * float("nan")

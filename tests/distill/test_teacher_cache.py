@@ -238,3 +238,52 @@ def test_a_non_finite_target_is_used_once_and_never_stored(tmp_path):
     cache.flush()
     reopened = TeacherTargetCache(tmp_path / "cache", {"k": 1})
     assert 0 not in reopened and torch.equal(reopened.get([1])[0], torch.ones(9, 8))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Format 3: xxh3_64 row checksums; older caches refused
+def test_rows_are_checksummed_with_xxh3_and_a_flipped_byte_names_the_shard(tmp_path):
+    import pickle
+
+    import xxhash
+
+    from phreg_hf.distill.teacher_cache import row_checksum
+    from phreg_hf.seeding import MASK_63
+
+    row = torch.randn(49, 32).half()
+    assert row_checksum(row) == xxhash.xxh3_64_intdigest(row.view(torch.uint8).numpy().tobytes()) & MASK_63
+    cache = TeacherTargetCache(tmp_path, fingerprint())
+    targets = torch.randn(3, 49, 32)
+    cache.put([0, 1, 2], targets, crop_seeds=[1, 2, 3])
+    shard = cache.flush()
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) - 49 * 32 * 2 - 1000] ^= 0x01  # one bit in the middle of the second target row
+    shard.write_bytes(bytes(raw))
+    reopened = TeacherTargetCache(tmp_path, fingerprint())
+    torch.testing.assert_close(reopened.get([0, 2]), targets[[0, 2]].half().float())  # the others still read
+    with pytest.raises(ValueError, match=rf"shard {shard} is corrupt .*image 1 does not match its checksum"):
+        reopened.get([1])
+    # A worker's copy of the reader (pickled, reopened lazily) refuses it the same way.
+    reader = pickle.loads(pickle.dumps(reopened.reader))
+    assert reader.crop_seed(1) == 2
+    with pytest.raises(ValueError, match=rf"shard {shard} is corrupt"):
+        reader.read(1)
+
+
+def test_an_older_cache_format_is_refused_with_the_fix(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    stored = {**fingerprint(), "format_version": 2}
+    (old / FINGERPRINT_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=rf"{old} was written in cache format 2 .*Delete {old}.*rebuilds"):
+        TeacherTargetCache(old, fingerprint())
+    # A format-2 shard in a folder whose fingerprint says 3 is refused too, never read.
+    new = tmp_path / "new"
+    cache = TeacherTargetCache(new, fingerprint())
+    cache.put([0], torch.randn(1, 49, 32), crop_seeds=[1])
+    shard = cache.flush()
+    save_file(load_file(shard), str(shard), metadata={"format_version": "2"})
+    with pytest.raises(ValueError, match=rf"cache format 2 \({shard.name}\).*--teacher_cache {new}"):
+        TeacherTargetCache(new, fingerprint())
