@@ -46,6 +46,7 @@ from .models.configuration_phreg import (
     PhregSiglipVisionConfig,
     PhregViTConfig,
 )
+from .models.configuration_phreg_ttr import PhregTestTimeRegistersConfig
 from .models.modeling_phreg import (
     TRAINABLE_PARTS,
     PhregCLIPVisionModel,
@@ -65,6 +66,7 @@ from .models.modeling_phreg_backbone import (
 from .models.modeling_phreg_clip import PhregCLIPModel
 from .models.modeling_phreg_dinov3 import PhregDinov3ViTBackbone, PhregDinov3ViTModel
 from .models.modeling_phreg_siglip import PhregSiglipVisionBackbone, PhregSiglipVisionModel
+from .models.modeling_phreg_ttr import PhregTestTimeRegistersBackbone, PhregTestTimeRegistersModel
 
 __version__ = VERSION
 
@@ -76,6 +78,7 @@ for _config_class, _model_class in (
     (PhregCLIPConfig, PhregCLIPModel),
     (PhregSiglipVisionConfig, PhregSiglipVisionModel),
     (PhregDinov3ViTConfig, PhregDinov3ViTModel),
+    (PhregTestTimeRegistersConfig, PhregTestTimeRegistersModel),
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
@@ -89,6 +92,7 @@ for _backbone_class in (
     PhregDinov2WithRegistersBackbone,
     PhregSiglipVisionBackbone,
     PhregDinov3ViTBackbone,
+    PhregTestTimeRegistersBackbone,
 ):
     AutoBackbone.register(_backbone_class.config_class, _backbone_class, exist_ok=True)
     _backbone_class.register_for_auto_class("AutoBackbone")
@@ -127,6 +131,9 @@ __all__ = [
     "PhregSiglipVisionBackbone",
     "PhregSiglipVisionConfig",
     "PhregSiglipVisionModel",
+    "PhregTestTimeRegistersBackbone",
+    "PhregTestTimeRegistersConfig",
+    "PhregTestTimeRegistersModel",
     "PhregViTBackbone",
     "PhregViTConfig",
     "PhregViTModel",

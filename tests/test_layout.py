@@ -175,12 +175,14 @@ def test_models_files_are_exactly_the_checkpoint_code():
     assert files == [
         "clip_dense.py",
         "configuration_phreg.py",
+        "configuration_phreg_ttr.py",
         "modeling_phreg.py",
         "modeling_phreg_backbone.py",
         "modeling_phreg_clip.py",
         "modeling_phreg_dinov3.py",
         "modeling_phreg_registers.py",
         "modeling_phreg_siglip.py",
+        "modeling_phreg_ttr.py",
         "pipeline_phreg_segmentation.py",
     ]
     for file in files:

@@ -1,0 +1,144 @@
+"""Finding register neurons for test-time registers (Jiang et al. 2025, arXiv 2506.08010).
+
+The search follows `find_register_neurons` in `shared/algorithms.py` of `nickjiang2378/test-time-registers`: for
+each image, the outlier tokens are those whose norm at the output of block `detect_outliers_layer` exceeds
+`norm_threshold`; each MLP neuron of every block is scored by its mean absolute activation at those tokens; the
+scores are averaged over the images that have outliers, ranked over all (layer, neuron) pairs, and the `top_k`
+best in blocks up to `highest_layer` are kept (`register_neurons.ipynb`, `filter_layers` then `[:top_k]`).
+One deviation: outliers are looked for among the image patches only (the repository's norm map also covers the
+class token, which is never an artifact the method moves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from ..models.configuration_phreg_ttr import TTR_BASE_MODEL_TYPES, mlp_width
+from ..models.modeling_phreg_ttr import mlp_output_projection, num_prefix_tokens, transformer_blocks
+
+# Defaults of `find_register_neurons` in shared/algorithms.py (register_norm_threshold=30, detect_outliers_layer=-1)
+# and of configs/openclip_base.yaml (top_k=10). The published DINOv2-L setting (configs/dinov2_large.yaml) is
+# detect_outliers_layer=-2, register_norm_threshold=150, highest_layer=17, top_k=50.
+DEFAULT_NORM_THRESHOLD = 30.0
+DEFAULT_DETECT_OUTLIERS_LAYER = -1
+DEFAULT_TOP_K = 10
+# register_neurons.ipynb runs the search on 100 images (processed_image_cnt=100); fewer is refused.
+DEFAULT_MIN_IMAGES = 100
+PUBLISHED_SETTINGS = {
+    "facebook/dinov2-large": dict(detect_outliers_layer=-2, norm_threshold=150.0, highest_layer=17, top_k=50),
+    "laion/CLIP-ViT-B-16-laion2B-s34B-b88K": dict(
+        detect_outliers_layer=-1, norm_threshold=30.0, highest_layer=5, top_k=10
+    ),
+}
+
+
+@torch.no_grad()
+def find_register_neurons(
+    model: torch.nn.Module,
+    images: Iterable[torch.Tensor],
+    norm_threshold: float = DEFAULT_NORM_THRESHOLD,
+    detect_outliers_layer: int = DEFAULT_DETECT_OUTLIERS_LAYER,
+    top_k: int = DEFAULT_TOP_K,
+    highest_layer: int | None = None,
+    min_images: int = DEFAULT_MIN_IMAGES,
+    progress: bool = False,
+) -> tuple[dict[int, list[int]], dict]:
+    """Find register neurons of a stock model.
+
+    Args:
+        model: a transformers DINOv2 / DINOv2-with-registers / ViT / CLIP vision / full CLIP model.
+        images: batches of normalized pixel values, each `(B, 3, H, W)`.
+        norm_threshold: a patch whose norm at block `detect_outliers_layer` exceeds it is an outlier.
+        top_k: how many (layer, neuron) pairs to keep; highest_layer: the last block they may come from (None:
+            all blocks).
+        min_images: refuse fewer images than this.
+
+    Returns:
+        (`{layer: [neuron, ...]}`, settings and scores for the record).
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in TTR_BASE_MODEL_TYPES:
+        raise ValueError(
+            f"find_register_neurons supports base model types {list(TTR_BASE_MODEL_TYPES)}, got {model_type!r} "
+            f"({type(model).__name__})."
+        )
+    blocks = transformer_blocks(model)
+    vision_config = getattr(model.config, "vision_config", None) or model.config
+    num_layers, num_neurons = len(blocks), mlp_width(vision_config)
+    if not -num_layers <= detect_outliers_layer < num_layers:
+        raise ValueError(
+            f"detect_outliers_layer={detect_outliers_layer} is outside this model's {num_layers} blocks."
+        )
+    if highest_layer is not None and not 0 <= highest_layer < num_layers:
+        raise ValueError(f"highest_layer={highest_layer} is outside this model's blocks 0..{num_layers - 1}.")
+    start = num_prefix_tokens(model)
+    activations: dict[int, torch.Tensor] = {}
+    block_outputs: dict[int, torch.Tensor] = {}
+    handles = []
+    for layer, block in enumerate(blocks):
+        handles.append(
+            mlp_output_projection(block).register_forward_pre_hook(
+                lambda module, inputs, layer=layer: activations.__setitem__(layer, inputs[0].detach())
+            )
+        )
+        handles.append(
+            block.register_forward_hook(
+                lambda module, inputs, output, layer=layer: block_outputs.__setitem__(
+                    layer, (output[0] if isinstance(output, tuple) else output).detach()
+                )
+            )
+        )
+    tower = model.vision_model if model_type == "clip" else model
+    score_sum = torch.zeros(num_layers, num_neurons, dtype=torch.float64)
+    seen = with_outliers = 0
+    try:
+        iterator = images
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(images, desc="register neurons", unit="batch")
+        for pixel_values in iterator:
+            tower(pixel_values=pixel_values)
+            norms = block_outputs[detect_outliers_layer % num_layers][:, start:].norm(dim=-1)  # (B, h*w)
+            for b in range(pixel_values.shape[0]):
+                seen += 1
+                outliers = (norms[b] > norm_threshold).nonzero().squeeze(1) + start
+                if outliers.numel() == 0:
+                    continue
+                with_outliers += 1
+                for layer in range(num_layers):
+                    score_sum[layer] += activations[layer][b, outliers].abs().mean(dim=0).double().cpu()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if seen < min_images:
+        raise ValueError(
+            f"find_register_neurons got {seen} images, fewer than min_images={min_images} (the published search "
+            "uses 100 to 1000). Pass more images, or lower min_images."
+        )
+    if with_outliers == 0:
+        raise ValueError(
+            f"No patch of the {seen} images has a norm above norm_threshold={norm_threshold} at block "
+            f"{detect_outliers_layer}: lower the threshold (it depends on the model's scale) or use more images."
+        )
+    scores = score_sum / with_outliers
+    last = num_layers - 1 if highest_layer is None else highest_layer
+    ranked = scores[: last + 1].flatten().argsort(descending=True)[:top_k]
+    neurons: dict[int, list[int]] = {}
+    for flat in ranked.tolist():
+        neurons.setdefault(flat // num_neurons, []).append(flat % num_neurons)
+    settings = dict(
+        method="test-time registers (Jiang et al. 2025, arXiv 2506.08010)",
+        norm_threshold=float(norm_threshold),
+        detect_outliers_layer=int(detect_outliers_layer),
+        top_k=int(top_k),
+        highest_layer=highest_layer,
+        num_images=seen,
+        num_images_with_outliers=with_outliers,
+    )
+    return dict(sorted(neurons.items())), settings
+
+
+__all__ = ["PUBLISHED_SETTINGS", "find_register_neurons"]
