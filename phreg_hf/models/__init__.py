@@ -18,8 +18,9 @@ Exactly the files `save_pretrained` copies next to the weights, flat, under the 
 registry of student classes), `modeling_phreg.py` (the ViT, DINOv2 and CLIP vision adapters),
 `modeling_phreg_backbone.py` (the students as `AutoBackbone`s), `modeling_phreg_siglip.py` and
 `modeling_phreg_dinov3.py` (the SigLIP and DINOv3 students, each with its backbone form), `modeling_phreg_clip.py`
-(the full CLIP student), `clip_dense.py` (MaskCLIP / NACLIP dense paths) and `pipeline_phreg_segmentation.py`
-(the open-vocabulary segmentation pipeline).
+(the full CLIP student), `clip_dense.py` (MaskCLIP / NACLIP dense paths), `pipeline_phreg_segmentation.py`
+(the open-vocabulary segmentation pipeline), and `configuration_phreg_ttr.py` + `modeling_phreg_ttr.py` (test-time
+registers, the training-free baseline, with its backbone form).
 
 Imports: these files import only each other (relatively, from this folder), transformers, torch and the
 libraries transformers needs. Nothing else of phreg_hf: a Hub user without phreg-hf runs them as they are. This

@@ -175,3 +175,16 @@ def test_bad_inputs_raise_clear_errors():
         find_register_neurons(base, [pixels()])
     with pytest.raises(ValueError, match="lower the threshold"):
         find_register_neurons(base, [pixels()], norm_threshold=1e9, min_images=1)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_neuron_count_is_the_mlp_width_of_the_model(backbone):
+    """A DINOv2 config may carry a stray `intermediate_size` (DINOv2 ignores it and uses `mlp_ratio`): the neuron
+    ids must index the MLP the model really has, or the search fails on a shape mismatch."""
+    from phreg_hf.models.configuration_phreg_ttr import mlp_width
+    from phreg_hf.models.modeling_phreg_ttr import mlp_output_projection, transformer_blocks
+
+    base = make_base(backbone)
+    if backbone == "dinov2":
+        base.config.intermediate_size = 7
+    assert mlp_width(base.config) == mlp_output_projection(transformer_blocks(base)[0]).in_features
