@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """The `phreg` command: `phreg distill`, `phreg push`, `phreg eval`, `phreg visualize`, `phreg segment`,
-`phreg eval-segmentation`, `phreg probe`, `phreg benchmark`; `phreg --version`.
+`phreg eval-segmentation`, `phreg probe`, `phreg test-time-registers`, `phreg benchmark`; `phreg --version`.
 
 Each subcommand's options and work live in the module that owns that concern; this file only dispatches, so
 `phreg push --help` and friends print the options of the subcommand.
@@ -67,6 +67,11 @@ SUBCOMMANDS = {
         "mIoU of base CLIP (MaskCLIP, NACLIP) vs a CLIP student",
     ),
     "probe": ("phreg_hf.evaluate.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
+    "test-time-registers": (
+        "phreg_hf.evaluate.test_time_registers",
+        "test_time_registers_main",
+        "the training-free baseline: find register neurons, save the model",
+    ),
     "benchmark": (
         "phreg_hf.evaluate.benchmark",
         "benchmark_main",

@@ -34,7 +34,9 @@ def mlp_width(vision_config: PreTrainedConfig) -> int:
     if getattr(vision_config, "use_swiglu_ffn", False):  # Dinov2SwiGLUFFN rounds 2/3 of the width up to 8
         hidden_features = int(vision_config.hidden_size * vision_config.mlp_ratio)
         return (int(hidden_features * 2 / 3) + 7) // 8 * 8
-    if hasattr(vision_config, "mlp_ratio"):  # DINOv2 (a stray `intermediate_size` kwarg on its config is unused)
+    if hasattr(
+        vision_config, "mlp_ratio"
+    ):  # DINOv2 (a stray `intermediate_size` kwarg on its config is unused)
         return int(vision_config.hidden_size * vision_config.mlp_ratio)
     return int(vision_config.intermediate_size)  # ViT, CLIP
 
