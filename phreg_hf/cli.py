@@ -68,7 +68,7 @@ SUBCOMMANDS = {
     ),
     "probe": ("phreg_hf.evaluate.probe", "probe_main", "linear-probe segmentation / depth: base vs student"),
     "test-time-registers": (
-        "phreg_hf.evaluate.test_time_registers",
+        "phreg_hf.evaluate.test_time_registers_cli",
         "test_time_registers_main",
         "the training-free baseline: find register neurons, save the model",
     ),

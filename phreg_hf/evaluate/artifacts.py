@@ -50,21 +50,11 @@ from ..data import LoadedImages, list_image_files, load_images
 from ..models.modeling_phreg import PhregRegisterMixin, student_class_for, student_from_base
 from ..seeding import view_seed_for
 from ..teacher import DenoisingTeacher, TeacherViews, normalized_fill_value, stack_views
-from .metrics import HIGHER_IS_BETTER, artifact_report
+from .metrics import artifact_report
+from .metrics_table import MEASURES, MODEL_ROWS, TEST_TIME_REGISTERS_ROW, format_metrics_table
 
 logger = logging.getLogger(__name__)
 
-# The models of a metrics payload, in table order (keys of its "rows").
-MODEL_ROWS = ("base", "teacher", "student")
-# Measures in table order: (key of `artifact_report`, label, short label for a column header). Which way is
-# better comes from `metrics.HIGHER_IS_BETTER`.
-MEASURES = (
-    ("outlier_ratio", "outlier ratio", "outlier ratio"),
-    ("max_to_median_norm", "max/median norm", "max/median"),
-    ("position_locked_energy", "position-locked energy", "pos.-locked"),
-    ("teacher_agreement", "cosine to denoised teacher", "cos teacher"),
-    ("local_smoothness", "local smoothness", "smoothness"),
-)
 DEFAULT_MAX_IMAGES = DEFAULT_EVAL_IMAGES
 
 
@@ -136,6 +126,13 @@ class EvalArguments:
         default=MEASURE_VIEW_SEED,
         metadata={
             "help": "Seed of the teacher's views (drawn per image); the trainer's final measures use the same."
+        },
+    )
+    test_time_registers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers`): measured "
+            "beside the others as the row test_time_registers."
         },
     )
     base_revision: str | None = field(default=None, metadata={"help": "Hub revision of --base."})
@@ -475,6 +472,7 @@ class PatchTokens:
     base: torch.Tensor
     teacher: torch.Tensor
     student: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # further rows, e.g. "test_time_registers"
 
 
 def views_for_images(
@@ -510,6 +508,7 @@ def collect_patch_tokens(
     device: torch.device | str | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     progress: bool = False,
+    extra_models: dict[str, nn.Module] | None = None,
 ) -> PatchTokens:
     """Run base, denoised teacher and student over `(n, 3, R, R)` images, `batch_size` images at a time.
 
@@ -525,9 +524,10 @@ def collect_patch_tokens(
         autocast: a callable returning a context manager wrapped around the forward passes, e.g.
             `accelerator.autocast`; default none (full precision).
         progress: show a tqdm bar over batches.
+        extra_models: further models with `get_patch_tokens` (e.g. a test-time-registers model), by row name.
 
     Returns:
-        `PatchTokens` with three `(n, N, C)` float32 CPU tensors, N = (R / p)^2.
+        `PatchTokens` with three `(n, N, C)` float32 CPU tensors, N = (R / p)^2, plus one per extra model.
     """
     base_model = _as_patch_token_model(base_model)
     indices = list(range(len(pixel_values))) if indices is None else [int(i) for i in indices]
@@ -536,10 +536,12 @@ def collect_patch_tokens(
     device = torch.device(device) if device is not None else next(student.parameters()).device
     autocast = autocast or contextlib.nullcontext
     grid_size = teacher.grid_size(pixel_values)
-    modes = [(model, model.training) for model in (base_model, student)]
+    extra_models = dict(extra_models or {})
+    modes = [(model, model.training) for model in (base_model, student, *extra_models.values())]
     for model, _ in modes:
         model.eval()
     collected: dict[str, list[torch.Tensor]] = {"base": [], "teacher": [], "student": []}
+    collected.update({name: [] for name in extra_models})
     starts = range(0, len(indices), batch_size)
     try:
         for start in tqdm(starts, desc="base / teacher / student", unit="batch", disable=not progress):
@@ -549,23 +551,36 @@ def collect_patch_tokens(
                 collected["base"].append(base_model.get_patch_tokens(chunk).float().cpu())
                 collected["teacher"].append(teacher(chunk, views=views).float().cpu())
                 collected["student"].append(student.get_patch_tokens(chunk).float().cpu())
+                for name, model in extra_models.items():
+                    collected[name].append(model.get_patch_tokens(chunk).float().cpu())
     finally:
         for model, was_training in modes:
             model.train(was_training)
-    return PatchTokens(**{name: torch.cat(parts) for name, parts in collected.items()})
+    tokens = {name: torch.cat(parts) for name, parts in collected.items()}
+    return PatchTokens(
+        base=tokens["base"],
+        teacher=tokens["teacher"],
+        student=tokens["student"],
+        extra={name: tokens[name] for name in extra_models},
+    )
 
 
 def artifact_rows(tokens: PatchTokens, grid_size: tuple[int, int]) -> dict[str, dict[str, float]]:
-    """`{"base" | "teacher" | "student": artifact_report(...)}`; base and student are compared to the teacher.
+    """`{"base" | "teacher" | "student" | extra row: artifact_report(...)}`; every row but the teacher's is compared
+    to the teacher.
 
     Args:
-        tokens: the three `(n, N, C)` token sets of the same images.
+        tokens: the `(n, N, C)` token sets of the same images.
         grid_size: `(h, w)` with h * w = N.
     """
     rows = {
         "base": artifact_report(tokens.base, targets=tokens.teacher, grid_size=grid_size),
         "teacher": artifact_report(tokens.teacher, grid_size=grid_size),
         "student": artifact_report(tokens.student, targets=tokens.teacher, grid_size=grid_size),
+        **{
+            name: artifact_report(extra, targets=tokens.teacher, grid_size=grid_size)
+            for name, extra in tokens.extra.items()
+        },
     }
     return {name: {key: float(value) for key, value in row.items()} for name, row in rows.items()}
 
@@ -583,12 +598,13 @@ def measure_artifacts(
     device: torch.device | str | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     progress: bool = False,
+    extra_models: dict[str, nn.Module] | None = None,
 ) -> dict:
     """Artifact measures of base, denoised teacher and student on the same images: the metrics payload.
 
     Args:
-        base_model, student, teacher, indices, view_seed, batch_size, device, autocast, progress: see
-            `collect_patch_tokens`.
+        base_model, student, teacher, indices, view_seed, batch_size, device, autocast, progress, extra_models:
+            see `collect_patch_tokens`.
         pixel_values: `(n, 3, R, R)` center-cropped, normalized images.
         images: what the images are (a folder or a description), stored under "images".
 
@@ -607,6 +623,7 @@ def measure_artifacts(
         device=device,
         autocast=autocast,
         progress=progress,
+        extra_models=extra_models,
     )
     return {
         "num_images": int(pixel_values.shape[0]),
@@ -636,6 +653,13 @@ def evaluate(args: EvalArguments) -> dict:
         device=args.device,
     )
     loaded = setup.images
+    extra_models = {}
+    if args.test_time_registers:
+        from .test_time_registers import load_test_time_registers
+
+        extra_models[TEST_TIME_REGISTERS_ROW] = load_test_time_registers(
+            args.test_time_registers, setup.base_model, args.base
+        ).to(setup.device)
     payload = measure_artifacts(
         setup.base_model,
         setup.student,
@@ -647,6 +671,7 @@ def evaluate(args: EvalArguments) -> dict:
         batch_size=args.batch_size,
         device=setup.device,
         progress=True,
+        extra_models=extra_models,
     )
     payload.update(
         num_skipped=loaded.num_skipped,
@@ -669,64 +694,6 @@ def write_metrics(path: str | Path, payload: dict) -> Path:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Table
-def _better(key: str) -> str:
-    return {True: "higher", False: "lower", None: ""}[HIGHER_IS_BETTER.get(key)]
-
-
-def _footer(metrics: dict) -> str:
-    footer = f"({metrics['num_images']} images at {metrics['resolution']} px: {metrics['images']}"
-    skipped = metrics.get("num_skipped")
-    if skipped:
-        footer += f"; {skipped} unreadable image file{'s' if skipped != 1 else ''} skipped"
-    return footer + ")"
-
-
-def _cell(row: dict, key: str, width: int) -> str:
-    return f"{row[key]:>{width}.4f}" if key in row else f"{'-':>{width}}"
-
-
-def _table_by_measure(rows: dict, names: list[str], measures: list[tuple]) -> list[str]:
-    """One row per measure, one column per model, the direction last (`examples/distill.py`'s layout)."""
-    header = f"{'measure':<30}" + "".join(f"{name:>12}" for name in names) + "   better"
-    lines = [header, "-" * len(header)]
-    for key, label, _ in measures:
-        lines.append(
-            f"{label:<30}" + "".join(_cell(rows[name], key, 12) for name in names) + f"   {_better(key)}"
-        )
-    return lines
-
-
-def _table_by_model(rows: dict, names: list[str], measures: list[tuple]) -> list[str]:
-    """One row per model, one column per measure, a second header line with the direction (`phreg eval`)."""
-    widths = [max(len(short), 9) + 2 for _, _, short in measures]
-    columns = list(zip(measures, widths, strict=True))
-    header = f"{'model':<10}" + "".join(f"{short:>{w}}" for (_, _, short), w in columns)
-    directions = f"{'better:':<10}" + "".join(
-        f"{f'({_better(key)})' if _better(key) else '':>{w}}" for (key, _, _), w in columns
-    )
-    lines = [header, directions.rstrip(), "-" * len(header)]
-    for name in names:
-        lines.append(f"{name:<10}" + "".join(_cell(rows[name], key, w) for (key, _, _), w in columns))
-    return lines
-
-
-def format_metrics_table(metrics: dict, models_as_rows: bool = False) -> str:
-    """A plain-text table of the artifact measures in a `constants.METRICS_FILE` payload.
-
-    Args:
-        metrics: `{"num_images", "resolution", "images", "rows": {model: {measure: value}}}` (+ optional
-            "num_skipped", reported in the footer).
-        models_as_rows: one row per model (base, teacher, student) and one column per measure, with a second
-            header line saying which way is better (`phreg eval`); default one row per measure with the direction
-            in the last column (`examples/distill.py`).
-    """
-    rows = metrics["rows"]
-    names = [name for name in MODEL_ROWS if name in rows]
-    measures = [measure for measure in MEASURES if any(measure[0] in rows[name] for name in names)]
-    layout = _table_by_model if models_as_rows else _table_by_measure
-    return "\n".join([*layout(rows, names, measures), _footer(metrics)])
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 def eval_main(argv: Sequence[str] | None = None) -> int:
@@ -754,6 +721,7 @@ __all__ = [
     "LoadedImages",
     "MEASURES",
     "MODEL_ROWS",
+    "TEST_TIME_REGISTERS_ROW",
     "PatchTokens",
     "artifact_rows",
     "check_base_matches_student",

@@ -252,6 +252,20 @@ class PhregTestTimeRegistersModel(PreTrainedModel):
         tower = self.model.vision_model if self.config.base_config.model_type == "clip" else self.model
         return self._strip(tower(pixel_values=pixel_values, return_dict=True, **kwargs))
 
+    def get_patch_tokens(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Final-normed patch tokens (no class token, no registers), as the PH-Reg students' `get_patch_tokens`.
+
+        Args:
+            pixel_values: `(B, 3, H, W)`, H and W multiples of the patch size.
+
+        Returns:
+            `(B, h*w, C)`, row-major over the patch grid.
+        """
+        tokens = self.vision_forward(pixel_values, **kwargs).last_hidden_state[:, self.num_prefix_tokens :]
+        tower = vision_tower(self.model)
+        # DINOv2 / ViT norm their last_hidden_state; CLIP's vision tower leaves it to `post_layernorm`.
+        return tokens if hasattr(tower, "layernorm") else final_norm(self.model)(tokens)
+
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs):
         """A full CLIP's `get_image_features` (pooled from the class token, which the transform leaves in place)."""
         return self.model.get_image_features(pixel_values=pixel_values, **kwargs)

@@ -88,3 +88,52 @@ def test_bad_input_is_refused_with_the_fix(folders, tmp_path, capsys):
     )
     assert missing == 2 and "does not exist" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))
+
+
+def test_phreg_eval_measures_the_test_time_registers_row_beside_the_others(folders, tmp_path, capsys):
+    import json
+
+    import torch
+    from conftest import make_base
+
+    from phreg_hf.models.modeling_phreg import student_from_base
+
+    # The planted neuron writes a constant vector, which the final layer norm removes; here it writes a signed
+    # pattern, so that its outliers survive the norm as position-locked tokens, what `phreg eval` measures.
+    base = planted_dinov2()
+    with torch.no_grad():
+        column = base.encoder.layer[PLANTED_LAYER].mlp.fc2.weight[:, PLANTED_NEURON]
+        column.copy_(20.0 * torch.tensor([(-1.0) ** i for i in range(column.numel())]))
+    for name, model in (("base", base), ("student", student_from_base(base, 2))):
+        model.save_pretrained(tmp_path / name)
+        image_processor().save_pretrained(tmp_path / name)
+    (tmp_path / "images").symlink_to(folders / "images", target_is_directory=True)
+    assert run(tmp_path, tmp_path / "ttr") == 0  # `run` reads tmp_path / "base" and tmp_path / "images"
+    capsys.readouterr()
+    common = ["eval", "--base", str(tmp_path / "base"), "--student", str(tmp_path / "student")]
+    common += ["--images", str(folders / "images"), "--num_views", "2"]
+    report = tmp_path / "report.json"
+    assert main([*common, "--test_time_registers", str(tmp_path / "ttr"), "--out", str(report)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = json.loads(report.read_text())["rows"]
+    assert list(rows) == ["base", "teacher", "student", "test_time_registers"]
+    assert [line.split()[0] for line in table[3:7]] == list(rows)  # after the header, directions and rule
+    # The row is the transformed model's: it moves the planted neuron's activations, which the base and the
+    # untrained student (their rows agree to 1e-3) keep.
+    assert abs(rows["student"]["teacher_agreement"] - rows["base"]["teacher_agreement"]) < 1e-3
+    assert abs(rows["test_time_registers"]["teacher_agreement"] - rows["base"]["teacher_agreement"]) > 0.01
+
+    # A test-time-registers model of another base, or a folder of another kind, is refused by name.
+    other = tmp_path / "other_base"
+    make_base("dinov2").save_pretrained(other)
+    image_processor().save_pretrained(other)
+    made = main(
+        ["test-time-registers", "--base", str(other), "--images", str(folders / "images")]
+        + ["--out", str(tmp_path / "other_ttr"), "--min_images", "6", "--norm_threshold", "0"]
+    )
+    assert made == 0
+    capsys.readouterr()
+    assert main([*common, "--test_time_registers", str(tmp_path / "other_ttr")]) == 2
+    assert "was not made from --base" in capsys.readouterr().err
+    assert main([*common, "--test_time_registers", str(tmp_path / "student")]) == 2
+    assert "not a test-time-registers model" in capsys.readouterr().err
