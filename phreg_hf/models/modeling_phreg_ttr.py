@@ -266,6 +266,20 @@ class PhregTestTimeRegistersModel(PreTrainedModel):
         # DINOv2 / ViT norm their last_hidden_state; CLIP's vision tower leaves it to `post_layernorm`.
         return tokens if hasattr(tower, "layernorm") else final_norm(self.model)(tokens)
 
+    def get_feature_map(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Dense feature map, as the PH-Reg students' `get_feature_map`: `(B, 3, H, W)` pixels ->
+        `(B, hidden_size, H / patch_size, W / patch_size)` from `get_patch_tokens`."""
+        patch_size = self.config.base_vision_config.patch_size
+        patch_size = patch_size[0] if isinstance(patch_size, (list, tuple)) else patch_size
+        height, width = pixel_values.shape[-2:]
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"Images of {height}x{width} px do not split into {patch_size}-px patches; resize or crop them to "
+                f"multiples of {patch_size}."
+            )
+        tokens = self.get_patch_tokens(pixel_values, **kwargs)
+        return tokens.unflatten(1, (height // patch_size, width // patch_size)).permute(0, 3, 1, 2)
+
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs):
         """A full CLIP's `get_image_features` (pooled from the class token, which the transform leaves in place)."""
         return self.model.get_image_features(pixel_values=pixel_values, **kwargs)

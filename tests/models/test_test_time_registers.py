@@ -188,3 +188,15 @@ def test_neuron_count_is_the_mlp_width_of_the_model(backbone):
     if backbone == "dinov2":
         base.config.intermediate_size = 7
     assert mlp_width(base.config) == mlp_output_projection(transformer_blocks(base)[0]).in_features
+
+
+def test_feature_map_is_the_patch_tokens_on_the_grid():
+    model = PhregTestTimeRegistersModel.from_base(planted_dinov2(), {PLANTED_LAYER: [PLANTED_NEURON]}).eval()
+    x = pixels()
+    with torch.no_grad():
+        tokens, feature_map = model.get_patch_tokens(x), model.get_feature_map(x)
+    side = IMAGE_SIZE // model.config.base_vision_config.patch_size
+    assert feature_map.shape == (2, tokens.shape[-1], side, side)
+    assert torch.equal(feature_map.flatten(2).transpose(1, 2), tokens)
+    with pytest.raises(ValueError, match="multiples of"):
+        model.get_feature_map(x[..., :-3])
