@@ -34,7 +34,11 @@ def one_thread():
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
-    base = save_planted_artifact_clip(root / "base", image_size=32, patch_size=8)
+    # One 16-wide layer per tower: the presets send up to 171 classes x 80 prompts through the text tower, and the
+    # scores of a random-init CLIP mean nothing here (the paths, rules and files do).
+    base = save_planted_artifact_clip(
+        root / "base", image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, projection_dim=8
+    )
     save_pretrained_with_pipeline(
         PhregCLIPModel.from_base(base, 2), root / "student", build_tiny_clip_processor(32)
     )
