@@ -397,7 +397,8 @@ def feature_extractor(model: nn.Module, seed: int = 0) -> FeatureExtractor:
 
 def _feature_dim(model: nn.Module) -> int:
     config = model.model.config if hasattr(model, "model") and not hasattr(model, "config") else model.config
-    return int(config.hidden_size)
+    # A test-time-registers model's own config holds its base's (vision) config.
+    return int(getattr(config, "base_vision_config", config).hidden_size)
 
 
 def _patch_size(model: nn.Module) -> int:

@@ -200,3 +200,12 @@ def test_feature_map_is_the_patch_tokens_on_the_grid():
     assert torch.equal(feature_map.flatten(2).transpose(1, 2), tokens)
     with pytest.raises(ValueError, match="multiples of"):
         model.get_feature_map(x[..., :-3])
+
+
+def test_the_probe_reads_its_features_and_width():
+    from phreg_hf.evaluate.probe import _feature_dim, feature_extractor
+
+    model = PhregTestTimeRegistersModel.from_base(planted_dinov2(), {PLANTED_LAYER: [PLANTED_NEURON]}).eval()
+    assert _feature_dim(model) == model.config.base_vision_config.hidden_size
+    with torch.no_grad():
+        assert torch.equal(feature_extractor(model)(pixels()), model.get_feature_map(pixels()))
