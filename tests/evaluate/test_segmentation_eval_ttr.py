@@ -84,3 +84,31 @@ def test_a_ttr_of_another_base_is_refused(folders, capsys):
     )
     assert "was not made from --base" in capsys.readouterr().err
     assert not (root / "r3.json").exists()
+
+
+def test_benchmark_segmentation_passes_the_test_time_registers_through(folders, tmp_path, capsys):
+    from phreg_hf.evaluate.benchmark_synthetic import write_benchmark_layout
+
+    root, _ = folders
+    write_benchmark_layout(tmp_path / "data", "voc20")
+    command = ["benchmark", "segmentation", "--model", str(root / "student"), "--base", str(root / "base"),
+               "--data_root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--benchmarks", "voc20",
+               "--max_images", "1", *SMALL, "--test_time_registers", str(root / "ttr0")]  # fmt: skip
+    assert phreg_main(command) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "phreg_dense_benchmark_segmentation.json").read_text())
+    rows = summary["rows"]
+    assert list(rows) == ["base_maskclip", "base_naclip", "student", *TTR_ROWS]
+    for mode in ("maskclip", "naclip"):
+        ttr = rows[f"test_time_registers_{mode}"]
+        assert ttr["per_benchmark"] == rows[f"base_{mode}"]["per_benchmark"]
+        assert (ttr["model"], ttr["paper_label"]) == (str(root / "ttr0"), None)
+    table = [line for line in printed.splitlines() if line.startswith(TTR_ROWS)]
+    assert len(table) == 2 and len({len(line) for line in table}) == 1
+    assert phreg_main(command) == 0
+    assert "voc20: reused" in capsys.readouterr().out
+    other = [
+        str(root / "ttr1") if a == str(root / "ttr0") else a for a in command
+    ]  # another TTR: other models
+    assert phreg_main(other) == 2
+    assert "other models" in capsys.readouterr().err
