@@ -36,7 +36,16 @@ def folders(tmp_path_factory):
         PhregTestTimeRegistersModel.from_base(clip, neurons).save_pretrained(root / name)
     images, masks, classes = write_synthetic_segmentation_set(root / "data", num_images=2)
     command = ["eval-segmentation", "--model", str(root / "student"), "--base", str(root / "base"), *SMALL]
-    command += ["--class_names", str(classes), "--images", str(images), "--masks", str(masks)]
+    command += [
+        "--class_names",
+        str(classes),
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--max_images",
+        "1",
+    ]
     return root, command
 
 
@@ -67,6 +76,14 @@ def test_eval_segmentation_test_time_registers_rows(folders, capsys):
     assert all(0.0 <= report["rows"][name]["miou"] <= 1.0 for name in TTR_ROWS)
     header = format_report(report).splitlines()[0]
     assert header.split()[1:] == list(report["rows"])
+    # The model card's table (dense_reports) carries the rows too.
+    from phreg_hf.hub.dense_reports import dense_result_tables
+
+    card = root / "card"
+    card.mkdir()
+    (card / "phreg_dense_segmentation.json").write_text(out.read_text())
+    (table,) = dense_result_tables(card)
+    assert [row["model"] for row in table["rows"]][-2:] == list(TTR_ROWS)
     # Without the option there are no such rows.
     assert phreg_main(command + ["--out", str(root / "r2.json")]) == 0
     assert set(json.loads((root / "r2.json").read_text())["rows"]) == {
