@@ -55,6 +55,13 @@ class BenchmarkSegmentationArguments:
         metadata={"help": "MMSegmentation's data/ folder holding the sets (README layouts)."}
     )
     out: str = field(metadata={"help": "Folder for the results (e.g. the student's folder, for its card)."})
+    test_time_registers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
+            "rows test_time_registers_maskclip and test_time_registers_naclip."
+        },
+    )
     benchmarks: str = field(
         default="all",
         metadata={"help": f"Comma-separated, or all: {', '.join(presets.SEGMENTATION_PRESETS)}."},
@@ -108,6 +115,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         build_segmenters,
         label_rule,
         load_base_and_student,
+        model_names,
         resolve_settings,
         rows_report,
         score_rows,
@@ -132,6 +140,9 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         return {"check": format_checks(checks), "ok": all(c.ok for c in checks)}
     store = ResultStore(args.out, "segmentation")
     models = {"base": model_fingerprint(args.base), "model": model_fingerprint(args.model)}
+    if args.test_time_registers is not None:  # absent otherwise: results stored without it stay reusable
+        models["test_time_registers"] = model_fingerprint(args.test_time_registers)
+    rows = presets.segmentation_rows(args.test_time_registers is not None)
     # Every layout and every stored result is checked before any model loads or any hour is spent.
     jobs = []
     for preset, settings, overridden, classes, rule in plans:
@@ -140,7 +151,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
             "models": models,
             "data": pairs.fingerprint(),
             "settings": settings_fingerprint(
-                {**settings, "max_images": args.max_images, "rows": _rows_key()}
+                {**settings, "max_images": args.max_images, "rows": _rows_key(rows)}
             ),
         }
         stored, status = store.lookup(preset.name, fingerprint, args.overwrite)
@@ -153,10 +164,10 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         tqdm.write(f"{preset.name}: {status}")
         if stored is None:
             if loaded is None:
-                loaded = load_base_and_student(args.base, args.model, resolve_device(args.device))
-            segmenters = build_segmenters(
-                loaded, presets.SEGMENTATION_ROWS, classes, settings, args.batch_size
-            )
+                loaded = load_base_and_student(
+                    args.base, args.model, resolve_device(args.device), args.test_time_registers
+                )
+            segmenters = build_segmenters(loaded, rows, classes, settings, args.batch_size)
             triples = list(zip(pairs.names, pairs.images, pairs.labels, strict=True))
             accumulators, count = score_rows(
                 segmenters, triples, rule, args.max_images, progress, preset.name, total=len(triples)
@@ -170,9 +181,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
                 "classes": names,
                 "settings": {**settings, **rule.describe()},
                 "overridden": overridden,
-                "rows": rows_report(
-                    presets.SEGMENTATION_ROWS, accumulators, {"base": args.base, "model": args.model}, names
-                ),
+                "rows": rows_report(rows, accumulators, model_names(args), names),
                 "paper": preset.paper,
             }
             store.save(preset.name, stored, fingerprint)
@@ -184,8 +193,8 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
     return summary
 
 
-def _rows_key() -> list:
-    return [(r.name, r.option, r.mode) for r in presets.SEGMENTATION_ROWS]
+def _rows_key(rows) -> list:
+    return [(r.name, r.option, r.mode) for r in rows]
 
 
 def _mean(values: list) -> float | None:
@@ -197,7 +206,7 @@ def segmentation_summary(results: dict[str, dict], args) -> dict:
     """Table 1 as JSON: per row the mIoU (fraction) of each benchmark run and their mean, and the paper's."""
     names = list(results)
     rows = {}
-    for row in presets.SEGMENTATION_ROWS:
+    for row in presets.segmentation_rows(getattr(args, "test_time_registers", None) is not None):
         per = {n: results[n]["rows"][row.name]["miou"] for n in names}
         paper = {n: presets.SEGMENTATION_PRESETS[n].paper.get(row.paper) for n in names} if row.paper else {}
         rows[row.name] = {
@@ -225,7 +234,7 @@ def format_segmentation_table(summary: dict) -> str:
     """Table 1's shape: one row per model with the paper's row under it; 8 set columns and the mean, in %."""
     every = list(presets.SEGMENTATION_PRESETS)
     done = set(summary["benchmarks"])
-    width = 16
+    width = max(16, *(len(name) + 1 for name in summary["rows"]))
     header = f"{'mIoU (%)':<{width}}" + "".join(f"{presets.SEGMENTATION_PRESETS[n].title:>8}" for n in every)
     header += f" |{'mean':>7}"
     lines = [header, "-" * len(header)]

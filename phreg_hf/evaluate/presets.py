@@ -192,7 +192,28 @@ SEGMENTATION_ROWS: tuple[SegmentationRow, ...] = (
     SegmentationRow("base_maskclip", "base", "maskclip", "MaskCLIP", "base CLIP, MaskCLIP value path"),
     SegmentationRow("base_naclip", "base", "naclip", "NACLIP", "base CLIP, NACLIP reduced last layer"),
     SegmentationRow("student", "model", "maskclip", "PH-Reg", "PH-Reg student, distilled value path"),
+    # Test-time registers (Jiang et al. 2025, arXiv 2506.08010), the training-free baseline: only with
+    # `--test_time_registers DIR` (`segmentation_rows`). The paper (PH-Reg) has no numbers for it.
+    SegmentationRow(
+        "test_time_registers_maskclip",
+        "test_time_registers",
+        "maskclip",
+        None,
+        "base CLIP with test-time registers, MaskCLIP value path",
+    ),
+    SegmentationRow(
+        "test_time_registers_naclip",
+        "test_time_registers",
+        "naclip",
+        None,
+        "base CLIP with test-time registers, NACLIP reduced last layer",
+    ),
 )
+
+
+def segmentation_rows(test_time_registers: bool = False) -> tuple[SegmentationRow, ...]:
+    """The rows of one run: every row of `SEGMENTATION_ROWS`, the test-time-registers rows only when asked for."""
+    return tuple(r for r in SEGMENTATION_ROWS if test_time_registers or r.option != "test_time_registers")
 
 
 @dataclass(frozen=True)
@@ -360,5 +381,6 @@ __all__ = [
     "class_names",
     "probe_preset",
     "segmentation_preset",
+    "segmentation_rows",
     "select",
 ]

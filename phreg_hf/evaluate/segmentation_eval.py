@@ -24,6 +24,9 @@ and is left out of the mean, as in mmsegmentation. Masks are read by `label_maps
     phreg eval-segmentation --model STUDENT --base BASE --images DIR --masks DIR --class_names FILE --out report.json
     phreg eval-segmentation --model STUDENT --base BASE --benchmark voc21 --data_root data/ --out report.json
 
+`--test_time_registers DIR` adds the training-free baseline (Jiang et al. 2025, a test-time-registers model made
+from `--base` by `phreg test-time-registers`) as two more rows, through the MaskCLIP and the NACLIP paths.
+
 `--benchmark NAME` takes the class file, settings, label rule and layout of one of the paper's benchmarks
 (`presets.SEGMENTATION_PRESETS`); every option given on the command line still wins, and the report lists what
 was overridden. `--check_data` only checks the data (no model is loaded).
@@ -138,6 +141,13 @@ class EvalSegmentationArguments:
     model: str = field(metadata={"help": "Folder or Hub id of the PH-Reg CLIP student."})
     base: str = field(metadata={"help": "Folder or Hub id of the base CLIP it was distilled from."})
     out: str = field(metadata={"help": "Where the JSON report goes (e.g. report.json)."})
+    test_time_registers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
+            "rows test_time_registers_maskclip and test_time_registers_naclip, the training-free baseline."
+        },
+    )
     benchmark: str | None = field(
         default=None,
         metadata={
@@ -419,6 +429,14 @@ def finite(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
+def model_names(args) -> dict[str, str]:
+    """Row option -> how the user named that model (`--base`, `--model`, `--test_time_registers` if given)."""
+    names = {"base": args.base, "model": args.model}
+    if getattr(args, "test_time_registers", None) is not None:
+        names["test_time_registers"] = args.test_time_registers
+    return names
+
+
 def rows_report(rows, accumulators: dict, models: dict[str, str], names: list[str]) -> dict:
     """The "rows" of a report: per row its model, dense mode, mIoU and per-class IoU (fractions, None = no IoU)."""
     return {
@@ -453,10 +471,13 @@ def write_json_atomically(path: str | Path, report: dict) -> Path:
     return path
 
 
-def load_base_and_student(base: str, model: str, device) -> dict:
+def load_base_and_student(base: str, model: str, device, test_time_registers: str | None = None) -> dict:
     """`{"base": (model, tokenizer, processor), "model": ...}` for `--base` and `--model`, refused unless the
-    student was distilled from that base (`check_base_is_stock_clip`, `check_clip_student_matches_base`)."""
+    student was distilled from that base (`check_base_is_stock_clip`, `check_clip_student_matches_base`); with
+    `test_time_registers` (a folder) also `"test_time_registers"`, refused unless made from `--base`
+    (`load_test_time_registers`), with the base's tokenizer and processor."""
     from .segmentation import load_segmentation_model
+    from .test_time_registers import load_test_time_registers
 
     check_base_is_stock_clip(base)
     loaded = {
@@ -464,6 +485,10 @@ def load_base_and_student(base: str, model: str, device) -> dict:
         "model": load_segmentation_model(model, device=device, option="--model"),
     }
     check_clip_student_matches_base(loaded["base"][0], loaded["model"][0], base, model)
+    if test_time_registers is not None:
+        base_model, tokenizer, processor = loaded["base"]
+        ttr = load_test_time_registers(test_time_registers, base_model, base)
+        loaded["test_time_registers"] = (ttr.to(device) if device is not None else ttr, tokenizer, processor)
     return loaded
 
 
@@ -471,7 +496,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
     """Run the evaluation; returns the report (also written to `args.out`), or the data check (`--check_data`)."""
     from ..models.pipeline_phreg_segmentation import read_class_file
     from .artifacts import resolve_device
-    from .presets import SEGMENTATION_ROWS
+    from .presets import segmentation_rows
 
     args.validate()
     settings, overridden = resolve_settings(args)
@@ -484,8 +509,11 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
     if args.check_data:
         return check_data_report(args, rule, progress)
     pairs, description = labelled_pairs(args)
-    loaded = load_base_and_student(args.base, args.model, resolve_device(args.device))
-    segmenters = build_segmenters(loaded, SEGMENTATION_ROWS, classes, settings, args.batch_size)
+    loaded = load_base_and_student(
+        args.base, args.model, resolve_device(args.device), args.test_time_registers
+    )
+    rows = segmentation_rows(args.test_time_registers is not None)
+    segmenters = build_segmenters(loaded, rows, classes, settings, args.batch_size)
     total = len(pairs) if isinstance(pairs, list) else None
     accumulators, count = score_rows(segmenters, pairs, rule, args.max_images, progress, total=total)
     names = [synonyms[0] for synonyms in classes]
@@ -497,7 +525,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
         "classes": names,
         "settings": {**settings, **rule.describe()},
         "overridden": overridden,
-        "rows": rows_report(SEGMENTATION_ROWS, accumulators, {"base": args.base, "model": args.model}, names),
+        "rows": rows_report(rows, accumulators, model_names(args), names),
         "args": asdict(args),
     }
     write_json_atomically(args.out, report)
@@ -532,15 +560,17 @@ def format_report(report: dict) -> str:
     columns = list(rows)
     width = max(12, *(len(c) for c in report["classes"]))
 
-    def cell(value) -> str:
-        return f"{100 * value:>14.2f}" if value is not None else f"{'-':>14}"
+    widths = {c: max(14, len(c) + 2) for c in columns}  # test_time_registers_maskclip is wider than a number
 
-    lines = [f"{'class':<{width}}" + "".join(f"{c:>14}" for c in columns)]
+    def cell(column: str, value) -> str:
+        return f"{100 * value:>{widths[column]}.2f}" if value is not None else f"{'-':>{widths[column]}}"
+
+    lines = [f"{'class':<{width}}" + "".join(f"{c:>{widths[c]}}" for c in columns)]
     lines.append("-" * len(lines[0]))
     for name in report["classes"]:
-        lines.append(f"{name:<{width}}" + "".join(cell(rows[c]["per_class_iou"][name]) for c in columns))
+        lines.append(f"{name:<{width}}" + "".join(cell(c, rows[c]["per_class_iou"][name]) for c in columns))
     lines.append("-" * len(lines[0]))
-    lines.append(f"{'mIoU':<{width}}" + "".join(cell(rows[c]["miou"]) for c in columns))
+    lines.append(f"{'mIoU':<{width}}" + "".join(cell(c, rows[c]["miou"]) for c in columns))
     ignore = report.get("settings", {}).get("ignore_index", 255)
     ignored = f"label {ignore} ignored" if ignore is not None else "no label ignored"
     lines.append(f"({report['num_images']} images; IoU in %, {ignored})")

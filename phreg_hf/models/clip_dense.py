@@ -23,6 +23,12 @@ finish with `post_layernorm` and `visual_projection`:
   neighbourhood bias `exp(-d^2 / (2 std^2))` between patches at grid distance d (std 5.0, NACLIP's default; CLS
   and registers get no bias), then `out_proj`.
 
+A test-time-registers CLIP (`modeling_phreg_ttr`, a stock `CLIPModel` with hooks) goes through the same paths:
+`PhregCLIPModel.from_base` copies the weights into new modules, so `as_phreg_clip` installs the model's two hooks
+on the copy (`with_test_time_registers`): its extra token(s) sit after the patches through the blocks, take part
+in NACLIP's attention without neighbourhood bias (as registers do), and are left out of the dense output. The dense
+paths replace the last block, so register neurons of the last block have no effect there.
+
 The teacher's targets are NACLIP tokens averaged over shifted/flipped views (`teacher.DenoisingTeacher`, which
 only needs a model with `get_patch_tokens`: `CLIPDenseModel` here).
 
@@ -74,15 +80,17 @@ def naclip_attention(
     grid_size: tuple[int, int],
     num_prefix_tokens: int = 1,
     std: float = DEFAULT_NACLIP_STD,
+    num_suffix_tokens: int = 0,
 ) -> torch.Tensor:
     """NACLIP's reduced last block on a `CLIPEncoderLayer`: key-key attention + neighbourhood bias, out_proj only.
 
     Args:
         block: a transformers `CLIPEncoderLayer` (its `layer_norm1` and `self_attn` weights are used).
-        hidden_states: `(B, T, C)` tokens entering the block, `[prefix (CLS, registers), patches]`.
-        grid_size: `(h, w)` with `h * w = T - num_prefix_tokens`.
+        hidden_states: `(B, T, C)` tokens entering the block, `[prefix (CLS, registers), patches, suffix]`.
+        grid_size: `(h, w)` with `h * w = T - num_prefix_tokens - num_suffix_tokens`.
         num_prefix_tokens: tokens before the patches; they attend and are attended to, without bias.
         std: standard deviation of the Gaussian bias, in patches.
+        num_suffix_tokens: tokens after the patches (test-time registers), treated as the prefix is.
 
     Returns:
         `(B, T, C)` attention outputs after `out_proj` (no residual, no MLP).
@@ -90,16 +98,18 @@ def naclip_attention(
     attention = block.self_attn
     batch, length, channels = hidden_states.shape
     num_patches = grid_size[0] * grid_size[1]
-    if length - num_prefix_tokens != num_patches:
+    end = length - num_suffix_tokens
+    if end - num_prefix_tokens != num_patches:
         raise ValueError(
-            f"{length} tokens with {num_prefix_tokens} prefix tokens do not fit a {grid_size} grid of patches."
+            f"{length} tokens with {num_prefix_tokens} prefix and {num_suffix_tokens} suffix tokens do not fit a "
+            f"{grid_size} grid of patches."
         )
     normed = block.layer_norm1(hidden_states)
     heads = (batch, length, attention.num_heads, attention.head_dim)
     keys = attention.k_proj(normed).view(heads).transpose(1, 2)  # (B, H, T, d)
     values = attention.v_proj(normed).view(heads).transpose(1, 2)
     bias = torch.zeros(length, length, device=hidden_states.device, dtype=keys.dtype)
-    bias[num_prefix_tokens:, num_prefix_tokens:] = gaussian_neighbourhood_bias(
+    bias[num_prefix_tokens:end, num_prefix_tokens:end] = gaussian_neighbourhood_bias(
         grid_size, std, hidden_states.device, keys.dtype
     )
     logits = keys @ keys.transpose(-1, -2) * attention.scale + bias
@@ -111,13 +121,60 @@ def naclip_dense_features(
     clip: PhregCLIPModel, pixel_values: torch.Tensor, std: float = DEFAULT_NACLIP_STD
 ) -> torch.Tensor:
     """`(B, 3, H, W)` -> `(B, h*w, projection_dim)`: NACLIP's reduced last layer on the standard last block, then
-    `post_layernorm` and `visual_projection` (registers, if any, are prefix tokens without bias)."""
+    `post_layernorm` and `visual_projection` (registers, if any, are prefix tokens without bias; test-time
+    registers are suffix tokens without bias, left out of the output)."""
     vision = clip.vision_model
     grid_size = vision.check_pixel_values(pixel_values)
     hidden_states = clip._tokens_before_last_block(pixel_values)
-    prefix = vision.num_prefix_tokens
-    tokens = naclip_attention(vision.transformer_blocks[-1], hidden_states, grid_size, prefix, std)
-    return clip.visual_projection(vision.post_layernorm(tokens[:, prefix:]))
+    prefix, suffix = vision.num_prefix_tokens, num_test_time_registers(clip)
+    tokens = naclip_attention(vision.transformer_blocks[-1], hidden_states, grid_size, prefix, std, suffix)
+    return clip.visual_projection(vision.post_layernorm(tokens[:, prefix : tokens.shape[1] - suffix]))
+
+
+def maskclip_dense_features(clip: PhregCLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`(B, 3, H, W)` -> `(B, h*w, projection_dim)`: `get_dense_image_features`; with test-time registers the
+    extra tokens go through the blocks and are dropped before the value path (which maps each token alone)."""
+    suffix = num_test_time_registers(clip)
+    if not suffix:
+        return clip.get_dense_image_features(pixel_values)
+    hidden_states = clip._tokens_before_last_block(pixel_values)
+    return clip._dense_from_tokens(hidden_states[:, :-suffix])
+
+
+def is_test_time_registers_model(model: nn.Module) -> bool:
+    """Whether `model` is a `PhregTestTimeRegistersModel` (also a trust_remote_code copy), of any base."""
+    return type(model).__name__ in ("PhregTestTimeRegistersModel", "PhregTestTimeRegistersBackbone")
+
+
+def num_test_time_registers(clip: nn.Module) -> int:
+    """Test-time registers appended after the patches of a `with_test_time_registers` copy (0 for any other)."""
+    return getattr(clip, "phreg_num_test_time_registers", 0)
+
+
+def with_test_time_registers(ttr: nn.Module) -> PhregCLIPModel:
+    """A 0-register `PhregCLIPModel` copy of a test-time-registers CLIP's base, carrying the model's two hooks.
+
+    `from_base` copies the base's weights into new modules, so the hooks on the base do not fire there: the same
+    hook functions go onto the copy's vision embeddings (the extra token(s) after the patches) and onto the `fc2` of
+    each block with register neurons (their activations moved into the extra tokens). With no register neuron
+    there is no hook and no extra token, and the copy computes exactly what the base computes.
+    """
+    if not isinstance(ttr.model, CLIPModel):
+        raise ValueError(
+            f"Dense CLIP features need a test-time-registers model of a full CLIP (CLIPModel, with text tower and "
+            f"projections); this one wraps a {type(ttr.model).__name__}. Make it with `phreg test-time-registers "
+            "--base` a full CLIP checkpoint such as openai/clip-vit-base-patch16."
+        )
+    clip = PhregCLIPModel.from_base(ttr.model, 0).eval()
+    if not ttr.active:
+        return clip
+    vision = clip.vision_model
+    # The hooks of the model itself; they read only the extra-token count and the prefix length (1 here, CLS).
+    vision.embeddings.register_forward_hook(ttr._append_registers)
+    for layer, neurons in ttr.config.layer_neurons().items():
+        vision.transformer_blocks[layer].mlp.fc2.register_forward_pre_hook(ttr._move_activations(neurons))
+    clip.phreg_num_test_time_registers = ttr.num_test_time_registers
+    return clip
 
 
 def reference_position_embeddings(table: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
@@ -196,15 +253,18 @@ def position_interpolation(clip: nn.Module, rule: str = "transformers") -> Itera
 
 
 def as_phreg_clip(model: nn.Module) -> PhregCLIPModel:
-    """A `PhregCLIPModel` as it is; a stock `CLIPModel` wrapped with 0 registers (computes exactly the same)."""
+    """A `PhregCLIPModel` as it is; a stock `CLIPModel` wrapped with 0 registers (computes exactly the same); a
+    test-time-registers CLIP as `with_test_time_registers` (its base with its hooks)."""
     if isinstance(model, CLIPModel):
         return PhregCLIPModel.from_base(model, 0).eval()
+    if is_test_time_registers_model(model):
+        return with_test_time_registers(model)  # ValueError naming the fix unless it wraps a full CLIP
     if type(model).__name__ == "PhregCLIPModel":  # also a trust_remote_code copy of the class
         return model
     raise ValueError(
         f"Dense CLIP features need a full CLIP model (CLIPModel or PhregCLIPModel, with text tower and projections), "
-        f"got {type(model).__name__}. Pass a CLIP checkpoint such as openai/clip-vit-base-patch16 or a PH-Reg CLIP "
-        "student saved by the trainer with --clip_dense_mode naclip."
+        f"got {type(model).__name__}. Pass a CLIP checkpoint such as openai/clip-vit-base-patch16, a PH-Reg CLIP "
+        "student saved by the trainer with --clip_dense_mode naclip, or a test-time-registers model of a full CLIP."
     )
 
 
@@ -217,7 +277,7 @@ def dense_features(
     base CLIP the MaskCLIP baseline); `naclip` runs NACLIP's reduced last layer on the standard last block.
     """
     if mode == "maskclip":
-        return clip.get_dense_image_features(pixel_values)
+        return maskclip_dense_features(clip, pixel_values)
     if mode == "naclip":
         return naclip_dense_features(clip, pixel_values)
     raise ValueError(f"Dense mode must be one of {DENSE_MODES}, got {mode!r}.")
@@ -269,8 +329,12 @@ __all__ = [
     "dense_features",
     "gaussian_neighbourhood_bias",
     "image_feature_cosine",
+    "is_test_time_registers_model",
+    "maskclip_dense_features",
     "naclip_attention",
     "naclip_dense_features",
+    "num_test_time_registers",
     "position_interpolation",
     "reference_position_embeddings",
+    "with_test_time_registers",
 ]

@@ -321,7 +321,8 @@ class OpenVocabularySegmenter:
     """Zero-shot semantic segmentation with a CLIP's text-aligned dense features (see the module docstring).
 
     Args:
-        model: a `PhregCLIPModel` (student or 0-register base) or a stock `CLIPModel`.
+        model: a `PhregCLIPModel` (student or 0-register base), a stock `CLIPModel`, or a test-time-registers
+            model of a full CLIP (`PhregTestTimeRegistersModel`; its extra token is left out of the dense output).
         tokenizer: the model's CLIP tokenizer.
         image_mean, image_std: the image processor's normalization (3 values each).
         classes: class names with synonyms, e.g. `parse_labels("background; cat; dog, puppy")`.
