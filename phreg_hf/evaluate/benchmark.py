@@ -206,7 +206,7 @@ def segmentation_summary(results: dict[str, dict], args) -> dict:
     """Table 1 as JSON: per row the mIoU (fraction) of each benchmark run and their mean, and the paper's."""
     names = list(results)
     rows = {}
-    for row in presets.segmentation_rows(getattr(args, "test_time_registers", None) is not None):
+    for row in presets.segmentation_rows(args.test_time_registers is not None):
         per = {n: results[n]["rows"][row.name]["miou"] for n in names}
         paper = {n: presets.SEGMENTATION_PRESETS[n].paper.get(row.paper) for n in names} if row.paper else {}
         rows[row.name] = {

@@ -432,7 +432,7 @@ def finite(value: float) -> float | None:
 def model_names(args) -> dict[str, str]:
     """Row option -> how the user named that model (`--base`, `--model`, `--test_time_registers` if given)."""
     names = {"base": args.base, "model": args.model}
-    if getattr(args, "test_time_registers", None) is not None:
+    if args.test_time_registers is not None:
         names["test_time_registers"] = args.test_time_registers
     return names
 

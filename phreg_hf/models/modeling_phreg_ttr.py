@@ -178,6 +178,12 @@ class PhregTestTimeRegistersModel(PreTrainedModel):
     def num_prefix_tokens(self) -> int:
         return num_prefix_tokens(self.model)
 
+    @property
+    def patch_size(self) -> int:
+        """The base's patch side in pixels (as the PH-Reg students' `patch_size`)."""
+        patch_size = self.config.base_vision_config.patch_size
+        return int(patch_size[0] if isinstance(patch_size, (list, tuple)) else patch_size)
+
     def _install_hooks(self) -> None:
         for handle in self._hook_handles:
             handle.remove()
@@ -269,8 +275,7 @@ class PhregTestTimeRegistersModel(PreTrainedModel):
     def get_feature_map(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """Dense feature map, as the PH-Reg students' `get_feature_map`: `(B, 3, H, W)` pixels ->
         `(B, hidden_size, H / patch_size, W / patch_size)` from `get_patch_tokens`."""
-        patch_size = self.config.base_vision_config.patch_size
-        patch_size = patch_size[0] if isinstance(patch_size, (list, tuple)) else patch_size
+        patch_size = self.patch_size
         height, width = pixel_values.shape[-2:]
         if height % patch_size or width % patch_size:
             raise ValueError(
@@ -328,8 +333,7 @@ class PhregTestTimeRegistersBackbone(BackboneMixin, PhregTestTimeRegistersModel)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = kwargs.pop("output_hidden_states", None)
         outputs = self.vision_forward(pixel_values, output_hidden_states=True, **kwargs)
-        patch_size = self.config.base_vision_config.patch_size
-        patch_size = patch_size[0] if isinstance(patch_size, (list, tuple)) else patch_size
+        patch_size = self.patch_size
         grid = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
         norm, start = final_norm(self.model), self.num_prefix_tokens
         feature_maps = ()

@@ -203,9 +203,10 @@ def test_feature_map_is_the_patch_tokens_on_the_grid():
 
 
 def test_the_probe_reads_its_features_and_width():
-    from phreg_hf.evaluate.probe import _feature_dim, feature_extractor
+    from phreg_hf.evaluate.probe import _feature_dim, _patch_size, feature_extractor
 
     model = PhregTestTimeRegistersModel.from_base(planted_dinov2(), {PLANTED_LAYER: [PLANTED_NEURON]}).eval()
     assert _feature_dim(model) == model.config.base_vision_config.hidden_size
+    assert _patch_size(model) == model.config.base_vision_config.patch_size
     with torch.no_grad():
         assert torch.equal(feature_extractor(model)(pixels()), model.get_feature_map(pixels()))
