@@ -75,8 +75,8 @@ class TrainingDataMixin:
                 split=args.dataset_split,
                 streaming=args.streaming,
             )
-        # uint8 crops, normalized on the device by the step loop (`normalize_pixels`): 3.3x (500 x 375 JPEG) to
-        # 3.5x (2000 x 1500, decoded at half size) more crops per core than float32 crops normalized here, and a
+        # uint8 crops, normalized on the device by the step loop (`normalize_pixels`): 3.4x (500 x 375 JPEG) to
+        # 4.4x (2000 x 1500, decoded at half size) more crops per core than float32 crops normalized here, and a
         # quarter of the bytes per batch to move to the device (see `data.ImageTransform`'s uint8).
         transform = data.ImageTransform.from_image_processor(
             self.image_processor, self.resolution, random_crop=True, uint8=True
