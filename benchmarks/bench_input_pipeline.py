@@ -129,7 +129,9 @@ def float_vs_uint8(paths: list[Path], resolution: int, repeats: int) -> dict:
         grey = (float_crops.load(path, crop_seed=seed) * std + mean) * 255
         differences.append((grey - uint8_crops.load(path, crop_seed=seed).float()).abs())
     crops = [uint8_crops.load(path, crop_seed=seed) for seed, path in seeded]
+    image, full_size = uint8_crops.open(paths[0])
     return {
+        "draft": round(full_size[0] / image.width),
         "float": rate(lambda item: float_crops.load(item[1], crop_seed=item[0]), seeded, repeats),
         "uint8": rate(lambda item: uint8_crops.load(item[1], crop_seed=item[0]), seeded, repeats),
         "normalize": rate(lambda crop: normalize_pixels(crop, mean, std), crops, repeats * 4),
@@ -248,12 +250,27 @@ def main() -> None:
     )
     crop_rows = []
     for (width, height), row in crops.items():
+        draft = f" (draft 1/{row['draft']})" if row["draft"] > 1 else ""
         crop_rows += [
-            (f"{width}x{height}: float32 decode + resize + crop + normalize", row["float"], "", "1.00x"),
-            (f"{width}x{height}: uint8 decode + resize + crop (trainer)", row["uint8"], "", ""),
-            (f"{width}x{height}:   + normalize_pixels (on the device)", row["normalize"], "", ""),
+            (
+                f"{width}x{height}: float32 decode + resize + crop + normalize (baseline)",
+                row["float"],
+                "",
+                "1.00x",
+            ),
+            (
+                f"{width}x{height}: uint8 decode{draft} + resize + crop (trainer)",
+                row["uint8"],
+                "",
+                f"{row['uint8'] / row['float']:.2f}x",
+            ),
+            (
+                f"{width}x{height}: + normalize_pixels (on the device; here on the CPU)",
+                row["normalize"],
+                "",
+                "",
+            ),
         ]
-        crop_rows[-2] = (*crop_rows[-2][:3], f"{row['uint8'] / row['float']:.2f}x")
     table = [
         ("decode (open_image) alone", decode, "", ""),
         ("float32 resize + crop + normalize alone", crop, "", ""),
@@ -266,8 +283,8 @@ def main() -> None:
             xxh3 * row_bytes / 1e9,
             f"{xxh3 / blake:.2f}x",
         ),
-        ("collate (collate_skipping_corrupt)", collate, "", ""),
-        ("per-core, stages summed (1 / sum of per-image times)", stage_sum, "", ""),
+        ("collate (collate_skipping_corrupt, uint8 pixels)", collate, "", ""),
+        ("per-core, stages summed (1 / sum of per-image times, uint8 crops)", stage_sum, "", ""),
         ("loader, 0 workers (baseline)", loaders[0], "", "1.00x"),
         ("loader, 1 worker", loaders[1], "", f"{loaders[1] / loaders[0]:.2f}x"),
         ("loader, 2 workers", loaders[2], "", f"{loaders[2] / loaders[0]:.2f}x"),
@@ -277,11 +294,12 @@ def main() -> None:
     ]
     table[-2] = (*table[-2][:3], f"{loaders[1] * args.cores / need:.2f}x")
     table[-1] = (*table[-1][:3], f"{stage_sum * args.cores / need:.2f}x")
-    print(f"| {'row':<54} | {'images/s':>9} | {'GB/s':>5} | {'ratio':>6} |")
-    print(f"|{'-' * 56}|{'-' * 11}|{'-' * 7}|{'-' * 8}|")
+    width = max(len(name) for name, *_ in table)
+    print(f"| {'row':<{width}} | {'images/s':>9} | {'GB/s':>5} | {'ratio':>6} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 11}|{'-' * 7}|{'-' * 8}|")
     for name, images, gbps, ratio in table:
         gbps = f"{gbps:.2f}" if gbps != "" else ""
-        print(f"| {name:<54} | {images:>9.1f} | {gbps:>5} | {ratio:>6} |")
+        print(f"| {name:<{width}} | {images:>9.1f} | {gbps:>5} | {ratio:>6} |")
     print(
         "\nRatios: uint8 vs float32 crops of the same JPEG size, xxh3 vs blake2b, loaders vs 0 workers, "
         f"projections vs the GPU need. Projections are per-core rates x {args.cores}, not measured on "

@@ -326,10 +326,10 @@ class ImageTransform:
             `normalize_pixels`), made with less work: a JPEG whose short side is at least 2 R is decoded at a
             reduced size (PIL's `draft` scales the DCT by 1/2, 1/4 or 1/8 while decoding, keeping the short side
             >= R), and the resize runs on uint8 (torch's antialiased bicubic, PIL's filter) with no float32 work.
-            Why, measured by `benchmarks/bench_input_pipeline.py` on one core: the float path (full decode, PIL
-            resize, float32 normalization in the worker) made 99.6 crops/s of a 500 x 375 JPEG at 518 px and 22.2
-            of a 2000 x 1500 one; this one 3.42x and 4.37x as many (340 and 97 crops/s), and a batch moved to the
-            device is 4x smaller (1 byte a value, not 4). Its crops are within 2 grey levels of the float path's
+            Why, measured by `benchmarks/bench_input_pipeline.py` on one (shared) core, three runs: the float path
+            (full decode, PIL resize, float32 normalization in the worker) made 75-104 crops/s of a 500 x 375 JPEG
+            at 518 px and 17-22 of a 2000 x 1500 one; this one 3.4x-3.9x and 3.8x-5.0x as many (268-403 and 76-97
+            crops/s), and a batch moved to the device is 4x smaller (1 byte a value, not 4). Its crops are within 2 grey levels of the float path's
             without draft (mean 0.00) and 18 with a 1/2 draft (2000 x 1500 at 518 px, mean 0.34; the scaled IDCT
             is another low-pass filter than bicubic, so edges differ most; deeper drafts up to ~40, mean <= 1.4),
             see tests/test_data.py. The float path stays for the held-out images (`load_images`).
