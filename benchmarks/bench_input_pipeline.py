@@ -24,8 +24,8 @@ Rows (one process, torch at `--threads` threads, default 1, so that stage rates 
 - float vs uint8 crops, decode included, of the 500 x 375 JPEG and of a 2000 x 1500 one (a photo camera's size):
   the float32 path (full decode, whole-image resize, crop, normalize in the worker; baseline) against the
   trainer's `ImageTransform(uint8=True)` (JPEG draft when the short side is >= 2 R, torch's uint8 bicubic
-  resize, crop, uint8 out), and the uint8 crops' normalization as the device does it (`data.normalize_pixels`, here on the CPU);
-  with the largest and mean differences between the two paths' crops, in grey levels.
+  resize, crop, uint8 out), and the uint8 crops' normalization as the device does it (`data.normalize_pixels`,
+  here on the CPU); with the largest and mean differences between the two paths' crops, in grey levels.
 - cache read + verify: `CachedTargetReader.read` of one 1369 x 768 float16 row (a DINOv2-B target at 518 px),
   checksum verified, from a warm teacher cache (shards in the OS page cache). Baseline: the checksums alone over
   the same bytes, blake2b (cache format 2) vs xxh3_64 (format 3, now used).
@@ -34,9 +34,9 @@ Rows (one process, torch at `--threads` threads, default 1, so that stage rates 
   `--teacher_cache` (imagefolder dataset, fixed crop seeds, cached targets read in the workers, persistent workers,
   prefetch), one epoch after a warm-up epoch, with 0, 1 and 2 workers; ratios against 0 workers.
 - projection: per-core rate x `--cores` (a linear projection, not a measurement), from the 1-worker loader and
-  from the sum of the per-image stage times (uint8 crops of the 500 x 375 JPEG, as the trainer makes them), against the GPU's need: `tflop_per_image` (ViT-B/14 student at
-  518 px, 1386 tokens, forward + backward, 11 frozen blocks without weight gradients) at `mfu` of the GPU's bf16
-  dense peak.
+  from the sum of the per-image stage times (uint8 crops of the 500 x 375 JPEG, as the trainer makes them),
+  against the GPU's need: `tflop_per_image` (ViT-B/14 student at 518 px, 1386 tokens, forward + backward, 11
+  frozen blocks without weight gradients) at `mfu` of the GPU's bf16 dense peak.
 """
 
 from __future__ import annotations

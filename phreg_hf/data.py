@@ -18,8 +18,9 @@ Images are decoded in our transform rather than by `datasets` (the image column 
 epoch with an exception. Every image becomes RGB (grey, 16-bit, RGBA, LA, CMYK and palette images included),
 its short side is resized to the resolution R, a square R x R crop is taken (random while training), and it is
 normalized with the base model's image-processor mean and std: in the DataLoader (float32 crops, `load_images`),
-or, for training, on the trainer's device (uint8 crops, made with less work: `ImageTransform(uint8=True)`). Folders of held-out images (`phreg eval`,
-`phreg visualize`, the trainer's final measures) are read here too (`load_images`), center-cropped.
+or, for training, on the trainer's device (uint8 crops, made with less work: `ImageTransform(uint8=True)`).
+Folders of held-out images (`phreg eval`, `phreg visualize`, the trainer's final measures) are read here too
+(`load_images`), center-cropped.
 """
 
 from __future__ import annotations
@@ -301,7 +302,7 @@ def load_image_dataset(
 
 
 def normalize_pixels(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 `(..., 3, H, W)` pixels -> float32 `(x / 255 - mean) / std`; `mean` and `std` broadcast, e.g. `(3, 1, 1)`.
+    """uint8 `(..., 3, H, W)` pixels -> float32 `(x / 255 - mean) / std` (`mean`, `std` broadcast: `(3, 1, 1)`).
 
     The one normalization of both paths: `ImageTransform` (float output) runs it in the DataLoader, the trainer
     runs it on the device on uint8 batches (`StepLoopMixin.normalize_pixels`), with the same float32 operations,
@@ -329,10 +330,11 @@ class ImageTransform:
             Why, measured by `benchmarks/bench_input_pipeline.py` on one (shared) core, three runs: the float path
             (full decode, PIL resize, float32 normalization in the worker) made 75-104 crops/s of a 500 x 375 JPEG
             at 518 px and 17-22 of a 2000 x 1500 one; this one 3.4x-3.9x and 3.8x-5.0x as many (268-403 and 76-97
-            crops/s), and a batch moved to the device is 4x smaller (1 byte a value, not 4). Its crops are within 2 grey levels of the float path's
-            without draft (mean 0.00) and 18 with a 1/2 draft (2000 x 1500 at 518 px, mean 0.34; the scaled IDCT
-            is another low-pass filter than bicubic, so edges differ most; deeper drafts up to ~40, mean <= 1.4),
-            see tests/test_data.py. The float path stays for the held-out images (`load_images`).
+            crops/s), and a batch moved to the device is 4x smaller (1 byte a value, not 4). Its crops are within
+            2 grey levels of the float path's without draft (mean 0.00) and 18 with a 1/2 draft (2000 x 1500 at
+            518 px, mean 0.34; the scaled IDCT is another low-pass filter than bicubic, so edges differ most;
+            deeper drafts up to ~40, mean <= 1.4), see tests/test_data.py. The float path stays for the held-out
+            images (`load_images`).
     """
 
     def __init__(
@@ -633,6 +635,11 @@ def load_images(
         option: the option that gave the folder, for error messages.
     """
 
+    if getattr(transform, "uint8", False):
+        raise ValueError(
+            "load_images returns normalized float32 images; pass an ImageTransform without uint8=True (uint8 crops "
+            "are for the trainer, which normalizes them on its device)."
+        )
     root = Path(folder)
     paths = list_image_files(root, option)
     # data.py's dataset decodes safely (RGB, upright, unreadable files reported) given any sequence of {"image": path}.

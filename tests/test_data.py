@@ -19,6 +19,7 @@ from phreg_hf.data import (
     collate_skipping_corrupt,
     decode_image,
     load_image_dataset,
+    load_images,
     normalize_pixels,
     sample_image_paths,
     write_sample_images,
@@ -242,7 +243,9 @@ def test_uint8_crops_of_a_rotated_jpeg_and_of_any_mode(mixed_folder):
     ]  # composited on white
 
 
-def test_normalize_pixels_takes_uint8_only():
+def test_normalize_pixels_takes_uint8_only(tmp_path):
+    with pytest.raises(ValueError, match="float32 images; pass an ImageTransform without uint8=True"):
+        load_images(tmp_path, ImageTransform(8, uint8=True))
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     white = normalize_pixels(torch.full((3, 2, 2), 255, dtype=torch.uint8), mean, std)
     torch.testing.assert_close(white[:, 0, 0], (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
