@@ -154,7 +154,7 @@ def bench_reference(trainer: DistillTrainer, steps: int, args) -> float:
     for step in range(steps + 1):
         if step == 1:  # the first step warms up
             start = time.perf_counter()
-        pixel_values = next(batches)["pixel_values"]
+        pixel_values = trainer.normalize_pixels(next(batches)["pixel_values"])  # uint8 crops
         targets = reference_targets(
             trainer.teacher_model,
             pixel_values,
@@ -175,7 +175,7 @@ def bench_reference(trainer: DistillTrainer, steps: int, args) -> float:
 
 def bench_student_alone(trainer: DistillTrainer, steps: int, batch_size: int) -> float:
     student = trainer.accelerator.unwrap_model(trainer.student)
-    pixel_values = next(iter(trainer.train_dataloader))["pixel_values"][:batch_size]
+    pixel_values = trainer.normalize_pixels(next(iter(trainer.train_dataloader))["pixel_values"][:batch_size])
     targets = torch.randn(
         pixel_values.shape[0], trainer.grid_size[0] * trainer.grid_size[1], student.config.hidden_size
     )

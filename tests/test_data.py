@@ -19,6 +19,8 @@ from phreg_hf.data import (
     collate_skipping_corrupt,
     decode_image,
     load_image_dataset,
+    load_images,
+    normalize_pixels,
     sample_image_paths,
     write_sample_images,
 )
@@ -153,3 +155,99 @@ def test_source_errors_name_the_fix(tmp_path):
 def test_all_unreadable_batch_is_empty_not_an_error():
     batch = collate_skipping_corrupt([None, None])
     assert batch["num_skipped"] == 2 and batch["pixel_values"].shape[0] == 0 and batch["index"].numel() == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# uint8 crops (the trainer's): the float path's crops, to within a few grey levels, made with less work
+def _jpeg(name: str) -> bytes:
+    path = next(p for p in sample_image_paths() if p.name == name)
+    buffer = io.BytesIO()
+    decode_image(path).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _grey_levels(transform: ImageTransform, normalized: torch.Tensor) -> torch.Tensor:
+    """A float crop back in 0..255 grey levels."""
+    mean, std = (
+        torch.tensor(transform.image_mean).view(3, 1, 1),
+        torch.tensor(transform.image_std).view(3, 1, 1),
+    )
+    return (normalized * std + mean) * 255
+
+
+@pytest.mark.parametrize(
+    "resolution, drafted, max_levels, mean_levels",
+    [
+        (224, False, 1, 0.01),  # 600 x 400 -> 336 x 224: short side < 2 R, decoded at full size
+        (
+            150,
+            True,
+            21,
+            1.1,
+        ),  # short side >= 2 R: decoded at 300 x 200 (PIL draft), then resized to 225 x 150
+    ],
+)
+def test_uint8_crops_equal_the_float_crops(resolution, drafted, max_levels, mean_levels):
+    data = _jpeg("coffee.png")  # 600 x 400, textured: a crop one pixel off is ~7 grey levels off on average
+    reference = ImageTransform(resolution, IMAGENET_MEAN, IMAGENET_STD)
+    fast = ImageTransform(resolution, IMAGENET_MEAN, IMAGENET_STD, uint8=True)
+    image, full_size = fast.open(data)
+    assert full_size == (600, 400) and image.size == ((300, 200) if drafted else (600, 400))
+    for seed in range(3):
+        crop = fast.load(data, crop_seed=seed)
+        assert crop.dtype == torch.uint8 and crop.shape == (3, resolution, resolution)
+        expected = reference.load(data, crop_seed=seed)
+        difference = (_grey_levels(reference, expected) - crop.float()).abs()
+        assert difference.max() <= max_levels + 1e-3 and difference.mean() <= mean_levels, seed
+        # The device's normalization of the uint8 crop is the float path's, to the same few grey levels.
+        normalized = normalize_pixels(crop, reference._mean, reference._std)
+        torch.testing.assert_close(
+            normalized, expected, rtol=0, atol=(max_levels + 1e-3) / 255 / min(IMAGENET_STD)
+        )
+    # A crop one pixel off is well outside these tolerances, so the test sees a wrong crop region.
+    left, top = fast.crop_box(*fast.resized_size(*full_size), crop_seed=0)
+    size = fast.resized_size(*full_size)
+    shifted = (
+        decode_image(data)
+        .resize(size, Image.Resampling.BICUBIC)
+        .crop((left + 1, top, left + 1 + resolution, top + resolution))
+    )
+    off = torch.from_numpy(np.array(shifted)).permute(2, 0, 1).float()
+    assert (off - fast.load(data, crop_seed=0).float()).abs().mean() > 5  # vs mean_levels <= 1.1
+
+
+def test_uint8_crops_of_a_rotated_jpeg_and_of_any_mode(mixed_folder):
+    buffer = io.BytesIO()
+    photo = decode_image(next(p for p in sample_image_paths() if p.name == "coffee.png"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 600 x 400, shown upright as 400 x 600
+    photo.save(buffer, format="JPEG", quality=90, exif=exif)
+    fast = ImageTransform(100, uint8=True)
+    drafted, full_size = fast.open(buffer.getvalue())
+    assert full_size == (400, 600) and drafted.size == (100, 150)  # drafted at 1/4, then turned upright
+    reference = ImageTransform(100)
+    difference = _grey_levels(reference, reference.load(buffer.getvalue(), crop_seed=1)) - fast.load(
+        buffer.getvalue(), crop_seed=1
+    )
+    assert difference.abs().mean() < 2
+    dataset = load_image_dataset(train_dir=mixed_folder)
+    items = DistillImageDataset(dataset, ImageTransform(16, uint8=True, random_crop=False))
+    batch = collate_skipping_corrupt([items[i] for i in range(len(items))])
+    assert batch["num_skipped"] == 3 and batch["pixel_values"].dtype == torch.uint8  # same files skipped
+    names = [dataset[int(i)]["image"]["path"].rsplit("/", 1)[-1] for i in batch["index"]]
+    assert batch["pixel_values"][names.index("rgb.png")][:, 8, 8].tolist() == list(RED)
+    assert batch["pixel_values"][names.index("rgba.png")][:, 0, 0].tolist() != [
+        0,
+        0,
+        0,
+    ]  # composited on white
+
+
+def test_normalize_pixels_takes_uint8_only(tmp_path):
+    with pytest.raises(ValueError, match="float32 images; pass an ImageTransform without uint8=True"):
+        load_images(tmp_path, ImageTransform(8, uint8=True))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    white = normalize_pixels(torch.full((3, 2, 2), 255, dtype=torch.uint8), mean, std)
+    torch.testing.assert_close(white[:, 0, 0], (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
+    with pytest.raises(TypeError, match="expects uint8.*got torch.float32"):
+        normalize_pixels(white, mean, std)

@@ -17,6 +17,7 @@
 the Python that feeds it only while nothing waits for a result: a `.item()`, `bool(tensor)` or `.tolist()` of a
 device tensor stalls the CPU until the GPU has caught up, and the next step's kernels are queued late. So:
 
+- a batch arrives as uint8 crops and is normalized on the device (`normalize_pixels`): 4x fewer bytes to copy.
 - a micro-step queues its forward and backward and adds its statistics (NaN/inf flag, loss, cosine, MSE) to a
   device tensor; counts known on the host (images, unreadable files, teacher images, cache hits) stay on the
   host. It never reads a device value: the image indices and which rows came with a cached target arrive as
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 
+from ..data import normalize_pixels
 from ..seeding import crop_seed_for
 from .checkpointing import list_checkpoints
 
@@ -103,6 +105,11 @@ class StepLoopMixin:
             targets[missing] = computed
         return targets
 
+    def normalize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The DataLoader's uint8 crops `(B, 3, R, R)` as the models' float32 input, normalized where they are (on
+        the device, once the batch is there): a batch crosses to the device at 1 byte a value, not 4."""
+        return normalize_pixels(pixel_values, self.pixel_mean, self.pixel_std)
+
     # ----------------------------------------------------------------------------------------------------------
     def _new_window(self) -> None:
         self._window_device = torch.zeros(_DEVICE_STATS, dtype=torch.float64, device=self.accelerator.device)
@@ -122,6 +129,7 @@ class StepLoopMixin:
             if self.accelerator.num_processes > 1:
                 self._backward_empty()  # DDP needs every process in each backward
             return
+        pixel_values = self.normalize_pixels(pixel_values)
         cache = self.teacher_cache
         hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
         indices = batch["indices"] if "indices" in batch else batch["index"].tolist()

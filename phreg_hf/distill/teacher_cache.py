@@ -28,7 +28,8 @@ much faster; for a single pass over a large set it only costs disk.
 Layout of the cache directory:
 
 - `fingerprint.json`: what the targets depend on (teacher config and weight hash, resolution, K, shift
-  fraction, flip probability, fill value, seed, normalization, dataset identity, storage dtype). Opening a
+  fraction, flip probability, fill value, seed, normalization, dataset identity, storage dtype, how the crops
+  were made: `data.ImageTransform.pipeline`, since uint8 crops differ slightly from float ones). Opening a
   cache with a different fingerprint raises a `ValueError` naming what changed.
 - `targets-rank{R}-{uid}.safetensors`: shards written by process R (each process writes its own shards, with
   a random uid, so processes, restarts and resumes never collide; any process reads every shard). A shard
@@ -63,6 +64,7 @@ import xxhash
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..data import UINT8_PIPELINE
 from ..seeding import MASK_63
 
 # 2: per-row blake2b checksums; 3: per-row xxh3_64 checksums. A cache of another format is refused, never misread.
@@ -104,8 +106,10 @@ def build_fingerprint(
     image_std: Sequence[float],
     dataset_identity: dict,
     storage_dtype: str,
+    crop_pipeline: str = UINT8_PIPELINE,
 ) -> dict:
-    """Everything a cached target depends on, as a JSON-able dict (see the module docstring)."""
+    """Everything a cached target depends on, as a JSON-able dict (see the module docstring). `crop_pipeline`
+    names how the crops were made (`data.ImageTransform.pipeline`; the trainer's: uint8)."""
     if isinstance(fill_value, torch.Tensor):
         fill_value = fill_value.flatten().tolist()
     return {
@@ -123,6 +127,7 @@ def build_fingerprint(
         "image_std": [round(float(v), 6) for v in image_std],
         "dataset": dataset_identity,
         "storage_dtype": storage_dtype,
+        "crop_pipeline": crop_pipeline,
     }
 
 

@@ -483,6 +483,7 @@ class DistillTrainer(StepLoopMixin, TrainingDataMixin, TrainingOutputsMixin, Che
             image_std=self.image_std,
             dataset_identity=dataset_identity,
             storage_dtype=args.teacher_cache_dtype,
+            crop_pipeline=self.distill_dataset.transform.pipeline,
         )
         # The main process writes the fingerprint of a new cache first; the others then find and check it.
         with accelerator.main_process_first():

@@ -202,3 +202,23 @@ def test_at_most_one_host_sync_per_optimizer_step(tmp_path, sample_images, monke
     assert all(call.startswith("tolist at step_loop.py") for call in calls), calls
     if warm_cache:
         assert result["settings"]["teacher_images"] == 0
+
+
+def test_batches_cross_as_uint8_and_are_normalized_on_the_device(tmp_path, sample_images):
+    trainer = DistillTrainer(
+        make_args(tmp_path / "out", sample_images[0], max_steps=1, per_device_train_batch_size=2),
+        base_model=tiny_planted(),
+    )
+    seen, inputs, original = _recording(trainer), [], trainer.student_patch_tokens
+
+    def student_patch_tokens(pixel_values):
+        inputs.append(pixel_values.detach().clone())
+        return original(pixel_values)
+
+    trainer.student_patch_tokens = student_patch_tokens
+    trainer.train()
+    crops = seen[0]["pixel_values"]
+    assert crops.dtype == torch.uint8 and crops.shape[1:] == (3, trainer.resolution, trainer.resolution)
+    mean = torch.tensor(trainer.image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(trainer.image_processor.image_std).view(1, 3, 1, 1)
+    torch.testing.assert_close(inputs[0], (crops.float() / 255 - mean) / std)  # the processor's normalization

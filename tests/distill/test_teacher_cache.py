@@ -9,6 +9,7 @@ import torch
 from conftest import make_base, write_small_sample_images
 from trainer_helpers import make_args, tiny_planted
 
+from phreg_hf.data import FLOAT_PIPELINE
 from phreg_hf.distill.teacher_cache import (
     FINGERPRINT_FILE,
     TeacherTargetCache,
@@ -52,6 +53,14 @@ def test_put_flush_get_roundtrip(tmp_path):
     torch.testing.assert_close(reopened.get([7]), targets[[1]].half().float())
     with pytest.raises(KeyError, match=r"\[8\]"):
         reopened.get([8])
+
+
+def test_a_cache_of_other_crops_is_refused(tmp_path):
+    TeacherTargetCache(tmp_path, fingerprint(crop_pipeline=FLOAT_PIPELINE))  # targets of float32 crops
+    with pytest.raises(
+        ValueError, match=r"different settings(.|\n)*crop_pipeline: cached 'float32.*now 'uint8"
+    ):
+        TeacherTargetCache(tmp_path, fingerprint())  # the trainer's uint8 crops
 
 
 def test_float32_storage_is_exact(tmp_path):
@@ -198,7 +207,9 @@ def test_later_epochs_and_later_runs_do_not_call_the_teacher(tmp_path, sample_im
     # The cached target of an image is the teacher's target of the very crop the student now sees.
     batch = next(iter(again.train_dataloader))
     cached = again.teacher_cache.get(batch["index"].tolist())
-    fresh = again.compute_targets(batch["pixel_values"], batch["index"].tolist(), epoch=None)
+    assert batch["pixel_values"].dtype == torch.uint8  # normalized by the step loop, on the device
+    pixels = again.normalize_pixels(batch["pixel_values"])
+    fresh = again.compute_targets(pixels, batch["index"].tolist(), epoch=None)
     torch.testing.assert_close(cached, fresh, rtol=2e-3, atol=2e-3)
     assert evaluation_calls == 0
 
