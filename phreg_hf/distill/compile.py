@@ -42,20 +42,27 @@ from torch import nn
 
 
 def cuda_in_use() -> bool:
-    """Whether this run trains on a CUDA device (what Accelerate picks when one is available; several processes
-    on a machine without one train on the CPU, `launch.multi_process_cpu_run`)."""
+    """Whether this run trains on a CUDA device: what Accelerate picks when one is available, unless told to use
+    the CPU (`ACCELERATE_USE_CPU`, set by `accelerate launch --cpu`); several processes on a machine without one
+    train on the CPU (`launch.multi_process_cpu_run`)."""
+    from accelerate.utils import parse_flag_from_env
+
     from ..launch import multi_process_cpu_run
 
-    return torch.cuda.is_available() and not multi_process_cpu_run()
+    return (
+        torch.cuda.is_available()
+        and not parse_flag_from_env("ACCELERATE_USE_CPU")
+        and not multi_process_cpu_run()
+    )
 
 
 def check_torch_compile(enabled: bool) -> None:
     """Refuse `--torch_compile` when the run would not train on a CUDA device (raises ValueError naming the fix)."""
     if enabled and not cuda_in_use():
         raise ValueError(
-            "--torch_compile needs a CUDA GPU: no CUDA device is in use here (torch.cuda.is_available() is "
-            f"{torch.cuda.is_available()}), and on the CPU compiling brings little for these models. Drop "
-            "--torch_compile, or run on a machine with a CUDA GPU."
+            "--torch_compile needs a CUDA GPU: this run would train on the CPU (torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()}; `accelerate launch --cpu` counts as no GPU), where compiling brings "
+            "little for these models. Drop --torch_compile, or run on a machine with a CUDA GPU."
         )
 
 

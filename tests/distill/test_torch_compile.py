@@ -13,6 +13,7 @@ from trainer_helpers import make_args, run, student_state
 from phreg_hf.distill import compile as compile_module
 from phreg_hf.distill.arguments import parse_distill_arguments
 from phreg_hf.distill.checkpointing import list_checkpoints
+from phreg_hf.distill.cli import distill_main
 
 
 class FakeOptimizedModule(nn.Module):
@@ -52,12 +53,17 @@ def fake_compile(monkeypatch):
     return calls
 
 
-def test_torch_compile_is_refused_without_cuda(tmp_path, sample_images):
-    assert not torch.cuda.is_available()
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_torch_compile_is_refused_without_cuda(tmp_path, sample_images, capsys):
     with pytest.raises(ValueError, match=r"--torch_compile needs a CUDA GPU.*Drop --torch_compile"):
         make_args(tmp_path / "out", sample_images[0], torch_compile=True)
     with pytest.raises(ValueError, match="--torch_compile needs a CUDA GPU"):
         parse_distill_arguments(["--torch_compile", "--output_dir", str(tmp_path / "demo")])
+    # The command line stops before any model is loaded, with the message and exit code 2.
+    argv = ["--torch_compile", "--train_dir", str(sample_images[0]), "--output_dir", str(tmp_path / "cli")]
+    assert distill_main(["--teacher", "facebook/dinov2-small", *argv], prog="phreg distill") == 2
+    assert "phreg distill: error: --torch_compile needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
     assert make_args(tmp_path / "out", sample_images[0]).torch_compile is False  # off by default
 
 
@@ -101,3 +107,13 @@ def test_compiled_student_and_teacher_train_and_save_plain_resumable_weights(
     assert actual.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_cuda_machine_told_to_train_on_the_cpu_refuses_it_too(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    compile_module.check_torch_compile(True)  # CUDA in use: accepted
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # `accelerate launch --cpu`
+    with pytest.raises(ValueError, match="--torch_compile needs a CUDA GPU"):
+        compile_module.check_torch_compile(True)
+    compile_module.check_torch_compile(False)  # off: nothing to check
