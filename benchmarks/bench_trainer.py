@@ -31,7 +31,8 @@ Rows (all on the same images, batch size, K and model, in one process, one after
 (d) student forward + backward + optimizer step alone on a fixed in-memory batch: the ceiling for (c).
 
 With `--torch_compile` (CUDA only) rows (b), (c) and (d) run once more with the student (and, in (b), the teacher)
-compiled: the trainer's `--torch_compile`, `torch.compile` of the student in (d).
+compiled: the trainer's `--torch_compile`, `torch.compile` of the student in (d); `--compiled_only` leaves out the
+uncompiled (b), (c), (d). Each row is logged to stderr as soon as it is measured.
 
 Every row runs `--warmup_steps` untimed steps first (kernel selection, memory, compilation), then `--steps` timed
 ones; on CUDA the clock is read after a synchronize. `--bf16` runs every row under the trainer's bf16 autocast
@@ -45,6 +46,7 @@ import argparse
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +88,11 @@ def parse_args() -> argparse.Namespace:
         "--torch_compile", action="store_true", help="also rows (b), (c), (d) with torch.compile (CUDA only)"
     )
     parser.add_argument(
+        "--compiled_only",
+        action="store_true",
+        help="with --torch_compile: only (a), for the ratios, and the compiled rows",
+    )
+    parser.add_argument(
         "--num_workers", type=int, default=None, help="DataLoader workers (default: the trainer's)"
     )
     args = parser.parse_args()
@@ -93,6 +100,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--steps and --warmup_steps must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
+    if args.compiled_only and not args.torch_compile:
+        parser.error("--compiled_only needs --torch_compile")
     if args.torch_compile and (args.device == "cpu" or not torch.cuda.is_available()):
         parser.error("--torch_compile needs a CUDA GPU (the trainer refuses it on the CPU)")
     if args.device == "cpu":
@@ -294,6 +303,18 @@ def measured(trainer: DistillTrainer, measure) -> tuple:
             torch.cuda.empty_cache()
 
 
+class Rows:
+    """The table's rows as they are measured; each is also logged to stderr at once, so a run cut short (a time
+    limit, benchmarks/gpu_suite.sh) still shows what it measured."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, float]] = []
+
+    def add(self, name: str, rate: float) -> None:
+        self.rows.append((name, rate))
+        print(f"measured: {name}: {rate:.1f} images/s", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -307,6 +328,10 @@ def main() -> None:
     )
     base = build_planted_artifact_model("dinov2", **model_kwargs)
     run_steps = args.warmup_steps + args.steps
+    table = Rows()
+    # (mark and tag of the row names, trainer options): the plain rows unless --compiled_only, then the compiled ones.
+    variants = [] if args.compiled_only else [("", "", {})]
+    variants += [("'", ", --torch_compile", {"torch_compile": True})] if args.torch_compile else []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train_dir = tmp / "images"
@@ -316,41 +341,36 @@ def main() -> None:
         def trainer(name: str, **overrides) -> DistillTrainer:
             return DistillTrainer(trainer_args(tmp / name, train_dir, args, **overrides), base_model=base)
 
-        def reference_and_student_rows(reference: DistillTrainer) -> list:
-            rows = [
-                (
-                    "(a) reference loop (teacher every step, per-view loops)",
-                    bench_reference(reference, args.steps, args),
-                ),
-                ("(d) student forward+backward alone", bench_student_alone(reference, args)),
-            ]
+        def reference_and_student_rows(reference: DistillTrainer) -> None:
+            table.add(
+                "(a) reference loop (teacher every step, per-view loops)",
+                bench_reference(reference, args.steps, args),
+            )
+            if not args.compiled_only:
+                table.add("(d) student forward+backward alone", bench_student_alone(reference, args))
             if args.torch_compile:
                 rate = bench_student_alone(reference, args, compiled=True)
-                rows.append(("(d') student forward+backward alone, torch.compile", rate))
-            return rows
+                table.add("(d') student forward+backward alone, torch.compile", rate)
 
-        device, rows = measured(trainer("a"), reference_and_student_rows)
+        def warm_rate(warm: DistillTrainer) -> float:
+            rate = timed_train(warm, args.warmup_steps)
+            assert warm.teacher_cache.misses == 0, "the cache should have been warm"
+            return rate
+
+        device, _ = measured(trainer("a"), reference_and_student_rows)
         cache = tmp / "cache"
         measured(trainer("fill", max_steps=steps_per_epoch, teacher_cache=str(cache)), DistillTrainer.train)
-        variants = [("", {})] + (
-            [("', --torch_compile", {"torch_compile": True})] if args.torch_compile else []
-        )
-        for suffix, overrides in variants:
+        for mark, tag, overrides in variants:
             _, rate = measured(
                 trainer("b", max_steps=run_steps, **overrides), lambda t: timed_train(t, args.warmup_steps)
             )
-            rows.append((f"(b{suffix}) DistillTrainer, no cache", rate))
-
-            def warm_rate(warm: DistillTrainer) -> float:
-                rate = timed_train(warm, args.warmup_steps)
-                assert warm.teacher_cache.misses == 0, "the cache should have been warm"
-                return rate
-
+            table.add(f"(b{mark}) DistillTrainer, no cache{tag}", rate)
             _, rate = measured(
                 trainer("c", max_steps=run_steps, teacher_cache=str(cache), **overrides), warm_rate
             )
-            rows.append((f"(c{suffix}) DistillTrainer, warm teacher cache", rate))
+            table.add(f"(c{mark}) DistillTrainer, warm teacher cache{tag}", rate)
 
+    rows = table.rows
     order = {name[:2]: i for i, name in enumerate(["(a", "(b", "(c", "(d"])}
     rows.sort(key=lambda row: order[row[0][:2]])  # stable: each plain row before its torch.compile one
     hardware = (

@@ -23,7 +23,8 @@
 #   trainer          benchmarks/bench_trainer.py: reference loop / DistillTrainer without and with a warm teacher
 #                    cache / student alone; ViT-B-shaped random weights (768 wide, 12 layers, patch 14), 518 px,
 #                    K = 10, batch 8, bf16 autocast
-#   trainer_compile  the same table with the --torch_compile rows added (skipped in smoke mode)
+#   trainer_compile  the same shape with --torch_compile: row (a), for the ratios, and the compiled rows (b'),
+#                    (c'), (d') (skipped in smoke mode)
 #   inference        benchmarks/bench_inference.py: student vs base latency and memory ratios (DINOv2-B shape)
 #   segmentation     benchmarks/bench_segmentation.py: CLIP student vs base MaskCLIP / NACLIP (ViT-B/16 shape)
 #   input_pipeline   benchmarks/bench_input_pipeline.py: can the CPUs feed the GPU
@@ -138,7 +139,7 @@ run_step trainer "$limit_trainer" "$python" benchmarks/bench_trainer.py "${train
 if [ "$smoke" = "1" ]; then
     skip_step trainer_compile "smoke mode; --torch_compile needs a CUDA GPU"
 else
-    run_step trainer_compile "$limit_compile" "$python" benchmarks/bench_trainer.py "${trainer_args[@]}" --torch_compile
+    run_step trainer_compile "$limit_compile" "$python" benchmarks/bench_trainer.py "${trainer_args[@]}" --torch_compile --compiled_only
 fi
 run_step inference "$limit_inference" "$python" benchmarks/bench_inference.py "${inference_args[@]}"
 run_step segmentation "$limit_segmentation" "$python" benchmarks/bench_segmentation.py "${segmentation_args[@]}"
