@@ -15,6 +15,8 @@
 
     python benchmarks/bench_trainer.py                      # small synthetic DINOv2 on CPU (defaults)
     python benchmarks/bench_trainer.py --hidden_size 384 --num_layers 12 --resolution 224 --steps 10
+    python benchmarks/bench_trainer.py --hidden_size 768 --num_layers 12 --num_heads 12 --resolution 518 \
+        --batch_size 8 --device cuda --bf16 --torch_compile   # ViT-B shape on a GPU (benchmarks/gpu_suite.sh)
 
 Rows (all on the same images, batch size, K and model, in one process, one after the other):
 
@@ -28,14 +30,23 @@ Rows (all on the same images, batch size, K and model, in one process, one after
 (c) `DistillTrainer` with a warm `--teacher_cache`: targets read from disk, only the student runs.
 (d) student forward + backward + optimizer step alone on a fixed in-memory batch: the ceiling for (c).
 
-Ratios are against (a) in the same run. The model is random-init with planted artifacts (`synthetic.py`);
+With `--torch_compile` (CUDA only) rows (b), (c) and (d) run once more with the student (and, in (b), the teacher)
+compiled: the trainer's `--torch_compile`, `torch.compile` of the student in (d); `--compiled_only` leaves out the
+uncompiled (b), (c), (d). Each row is logged to stderr as soon as it is measured.
+
+Every row runs `--warmup_steps` untimed steps first (kernel selection, memory, compilation), then `--steps` timed
+ones; on CUDA the clock is read after a synchronize. `--bf16` runs every row under the trainer's bf16 autocast
+(`--mixed_precision bf16`); without it, float32. Ratios are against (a) in the same run. The model is random-init with planted artifacts (`synthetic.py`);
 throughput does not depend on the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,9 +73,48 @@ def parse_args() -> argparse.Namespace:
         "--num_images", type=int, default=32, help="training images (one epoch = num_images / batch)"
     )
     parser.add_argument("--steps", type=int, default=12, help="timed optimizer steps per row")
+    parser.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=1,
+        help="untimed optimizer steps before each row's timed ones (>= 1)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    return parser.parse_args()
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (default: float32)")
+    parser.add_argument(
+        "--torch_compile", action="store_true", help="also rows (b), (c), (d) with torch.compile (CUDA only)"
+    )
+    parser.add_argument(
+        "--compiled_only",
+        action="store_true",
+        help="with --torch_compile: only (a), for the ratios, and the compiled rows",
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=None, help="DataLoader workers (default: the trainer's)"
+    )
+    args = parser.parse_args()
+    if args.warmup_steps < 1 or args.steps < 1:
+        parser.error("--steps and --warmup_steps must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
+    if args.compiled_only and not args.torch_compile:
+        parser.error("--compiled_only needs --torch_compile")
+    if args.torch_compile and (args.device == "cpu" or not torch.cuda.is_available()):
+        parser.error("--torch_compile needs a CUDA GPU (the trainer refuses it on the CPU)")
+    if args.device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = (
+            "true"  # Accelerate's own switch; the trainers then train on the CPU
+        )
+    return args
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work before reading the clock (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def write_images(folder: Path, num_images: int, resolution: int) -> None:
@@ -150,45 +200,57 @@ def bench_reference(trainer: DistillTrainer, steps: int, args) -> float:
     shift = round(0.15 * trainer.grid_size[0])
     generator = torch.Generator().manual_seed(0)
     batches = _endless(trainer.train_dataloader)
+    device, autocast = trainer.accelerator.device, trainer.accelerator.autocast
     images = 0
-    for step in range(steps + 1):
-        if step == 1:  # the first step warms up
+    for step in range(args.warmup_steps + steps):
+        if step == args.warmup_steps:
+            synchronize(device)
             start = time.perf_counter()
         pixel_values = trainer.normalize_pixels(next(batches)["pixel_values"])  # uint8 crops
-        targets = reference_targets(
-            trainer.teacher_model,
-            pixel_values,
-            args.num_views,
-            shift,
-            trainer.patch_size,
-            fill,
-            generator,
-        )
-        loss, _, _ = distillation_loss(student.get_patch_tokens(pixel_values), targets)
+        with autocast():
+            targets = reference_targets(
+                trainer.teacher_model,
+                pixel_values,
+                args.num_views,
+                shift,
+                trainer.patch_size,
+                fill,
+                generator,
+            )
+            tokens = student.get_patch_tokens(pixel_values)
+        loss, _, _ = distillation_loss(tokens, targets)
         loss.backward()
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
-        if step > 0:
+        if step >= args.warmup_steps:
             images += pixel_values.shape[0]
+    synchronize(device)
     return images / (time.perf_counter() - start)
 
 
-def bench_student_alone(trainer: DistillTrainer, steps: int, batch_size: int) -> float:
+def bench_student_alone(trainer: DistillTrainer, args, compiled: bool = False) -> float:
+    """images/s of the student's forward + backward + optimizer step on one in-memory batch (`compiled`: through
+    `torch.compile` of the student)."""
     student = trainer.accelerator.unwrap_model(trainer.student)
-    pixel_values = trainer.normalize_pixels(next(iter(trainer.train_dataloader))["pixel_values"][:batch_size])
+    patch_tokens = torch.compile(student.get_patch_tokens) if compiled else student.get_patch_tokens
+    batch = next(iter(trainer.train_dataloader))["pixel_values"][: args.batch_size]
+    pixel_values = trainer.normalize_pixels(batch)  # uint8 crops
+    device, autocast = trainer.accelerator.device, trainer.accelerator.autocast
     targets = torch.randn(
         pixel_values.shape[0], trainer.grid_size[0] * trainer.grid_size[1], student.config.hidden_size
-    )
-    for step in range(steps + 1):
-        if step == 1:
+    ).to(device)
+    for step in range(args.warmup_steps + args.steps):
+        if step == args.warmup_steps:
+            synchronize(device)
             start = time.perf_counter()
-        loss, _, _ = distillation_loss(
-            student.get_patch_tokens(pixel_values), targets.to(pixel_values.device)
-        )
+        with autocast():
+            tokens = patch_tokens(pixel_values)
+        loss, _, _ = distillation_loss(tokens, targets)
         loss.backward()
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
-    return steps * pixel_values.shape[0] / (time.perf_counter() - start)
+    synchronize(device)
+    return args.steps * pixel_values.shape[0] / (time.perf_counter() - start)
 
 
 def trainer_args(output_dir: Path, train_dir: Path, args, **overrides) -> DistillArguments:
@@ -204,16 +266,53 @@ def trainer_args(output_dir: Path, train_dir: Path, args, **overrides) -> Distil
         logging_steps=10**6,
         num_eval_images=1,
         num_preview_images=0,
-        mixed_precision="no",
+        mixed_precision="bf16" if args.bf16 else "no",
+        dataloader_num_workers=args.num_workers,
     )
     settings.update(overrides)
     return DistillArguments(**settings)
 
 
-def timed_train(trainer: DistillTrainer) -> float:
-    """images/s of `trainer.train()`'s loop (its own train_runtime_s: setup and saving excluded)."""
-    settings = trainer.train()["settings"]
-    return settings["images_seen"] / settings["train_runtime_s"]
+def timed_train(trainer: DistillTrainer, warmup_steps: int) -> float:
+    """images/s of `trainer.train()`'s steps after the first `warmup_steps`, data loading included: the clock is
+    read at the end of each optimizer step (after the step's one host sync and, on CUDA, a synchronize)."""
+    marks = []
+    end_of_window = trainer._end_of_window  # the trainer's per-step hook (step_loop.py)
+
+    def timed_end_of_window(running):
+        end_of_window(running)
+        synchronize(trainer.accelerator.device)
+        marks.append((time.perf_counter(), trainer.state.images_seen))
+
+    trainer._end_of_window = timed_end_of_window
+    trainer.train()
+    (start, images_before), (end, images_after) = marks[warmup_steps - 1], marks[-1]
+    return (images_after - images_before) / (end - start)
+
+
+def measured(trainer: DistillTrainer, measure) -> tuple:
+    """`measure(trainer)`, then the trainer's models freed (the caller keeps no reference) before the next row."""
+    device = trainer.accelerator.device
+    try:
+        return device, measure(trainer)
+    finally:
+        trainer.accelerator.free_memory()
+        del trainer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class Rows:
+    """The table's rows as they are measured; each is also logged to stderr at once, so a run cut short (a time
+    limit, benchmarks/gpu_suite.sh) still shows what it measured."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, float]] = []
+
+    def add(self, name: str, rate: float) -> None:
+        self.rows.append((name, rate))
+        print(f"measured: {name}: {rate:.1f} images/s", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -228,50 +327,69 @@ def main() -> None:
         patch_size=args.patch_size,
     )
     base = build_planted_artifact_model("dinov2", **model_kwargs)
+    run_steps = args.warmup_steps + args.steps
+    table = Rows()
+    # (mark and tag of the row names, trainer options): the plain rows unless --compiled_only, then the compiled ones.
+    variants = [] if args.compiled_only else [("", "", {})]
+    variants += [("'", ", --torch_compile", {"torch_compile": True})] if args.torch_compile else []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train_dir = tmp / "images"
         write_images(train_dir, args.num_images, args.resolution)
         steps_per_epoch = -(-args.num_images // args.batch_size)
 
-        reference_trainer = DistillTrainer(trainer_args(tmp / "a", train_dir, args), base_model=base)
-        rate_a = bench_reference(reference_trainer, args.steps, args)
+        def trainer(name: str, **overrides) -> DistillTrainer:
+            return DistillTrainer(trainer_args(tmp / name, train_dir, args, **overrides), base_model=base)
 
-        rate_b = timed_train(
-            DistillTrainer(trainer_args(tmp / "b", train_dir, args, max_steps=args.steps), base_model=base)
-        )
+        def reference_and_student_rows(reference: DistillTrainer) -> None:
+            table.add(
+                "(a) reference loop (teacher every step, per-view loops)",
+                bench_reference(reference, args.steps, args),
+            )
+            if not args.compiled_only:
+                table.add("(d) student forward+backward alone", bench_student_alone(reference, args))
+            if args.torch_compile:
+                rate = bench_student_alone(reference, args, compiled=True)
+                table.add("(d') student forward+backward alone, torch.compile", rate)
 
+        def warm_rate(warm: DistillTrainer) -> float:
+            rate = timed_train(warm, args.warmup_steps)
+            assert warm.teacher_cache.misses == 0, "the cache should have been warm"
+            return rate
+
+        device, _ = measured(trainer("a"), reference_and_student_rows)
         cache = tmp / "cache"
-        fill = DistillTrainer(
-            trainer_args(tmp / "c", train_dir, args, max_steps=steps_per_epoch, teacher_cache=str(cache)),
-            base_model=base,
-        )
-        fill.train()
-        warm = DistillTrainer(
-            trainer_args(tmp / "c", train_dir, args, max_steps=args.steps, teacher_cache=str(cache)),
-            base_model=base,
-        )
-        rate_c = timed_train(warm)
-        assert warm.teacher_cache.misses == 0, "the cache should have been warm"
+        measured(trainer("fill", max_steps=steps_per_epoch, teacher_cache=str(cache)), DistillTrainer.train)
+        for mark, tag, overrides in variants:
+            _, rate = measured(
+                trainer("b", max_steps=run_steps, **overrides), lambda t: timed_train(t, args.warmup_steps)
+            )
+            table.add(f"(b{mark}) DistillTrainer, no cache{tag}", rate)
+            _, rate = measured(
+                trainer("c", max_steps=run_steps, teacher_cache=str(cache), **overrides), warm_rate
+            )
+            table.add(f"(c{mark}) DistillTrainer, warm teacher cache{tag}", rate)
 
-        rate_d = bench_student_alone(reference_trainer, args.steps, args.batch_size)
-
-    device = reference_trainer.accelerator.device
+    rows = table.rows
+    order = {name[:2]: i for i, name in enumerate(["(a", "(b", "(c", "(d"])}
+    rows.sort(key=lambda row: order[row[0][:2]])  # stable: each plain row before its torch.compile one
+    hardware = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} CPU threads"
+    )
     print(
         f"\nPH-Reg training throughput: synthetic DINOv2 (hidden {args.hidden_size}, {args.num_layers} layers, "
-        f"patch {args.patch_size}) at {args.resolution} px, K = {args.num_views}, batch {args.batch_size}, "
-        f"{args.steps} timed steps, device {device}, {torch.get_num_threads()} threads\n"
+        f"{args.num_heads} heads, patch {args.patch_size}, random weights) at {args.resolution} px, K = {args.num_views}, "
+        f"batch {args.batch_size}, {'bf16 autocast' if args.bf16 else 'float32'}, {args.warmup_steps} warmup + "
+        f"{args.steps} timed steps, device {device} ({hardware})\n"
     )
-    rows = [
-        ("(a) reference loop (teacher every step, per-view loops)", rate_a),
-        ("(b) DistillTrainer, no cache", rate_b),
-        ("(c) DistillTrainer, warm teacher cache", rate_c),
-        ("(d) student forward+backward alone", rate_d),
-    ]
-    print(f"| {'row':<56} | {'images/s':>9} | {'vs (a)':>7} |")
-    print(f"|{'-' * 58}|{'-' * 11}|{'-' * 9}|")
+    rate_a = rows[0][1]
+    width = max(56, *(len(name) for name, _ in rows))
+    print(f"| {'row':<{width}} | {'images/s':>9} | {'vs (a)':>7} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 11}|{'-' * 9}|")
     for name, rate in rows:
-        print(f"| {name:<56} | {rate:>9.1f} | {rate / rate_a:>6.2f}x |")
+        print(f"| {name:<{width}} | {rate:>9.1f} | {rate / rate_a:>6.2f}x |")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Literal
 
 from ..constants import DEFAULT_EVAL_IMAGES
 from ..models.modeling_phreg import TRAINABLE_PARTS
+from .compile import check_torch_compile
 
 # Reference values of the options whose default depends on the model (CLIP dense runs: clip_training.py).
 GENERIC_REFERENCE_SETTINGS = {
@@ -277,6 +278,14 @@ class DistillArguments:
             "help": "'auto': bf16 autocast on GPUs that support it (the reference setting), 'no' (fp32) otherwise."
         },
     )
+    torch_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the student's and the teacher's forward passes through torch.compile (CUDA GPUs only; "
+            "refused on the CPU). The first steps are slower while it compiles; checkpoints and the saved student "
+            "are the same as without it, and a run may be resumed with or without it."
+        },
+    )
     max_bad_steps: int = field(
         default=10,
         metadata={
@@ -500,6 +509,7 @@ class DistillArguments:
             raise ValueError(
                 f"--mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}."
             )
+        check_torch_compile(self.torch_compile)
         if self.output_dir is None and not self.is_demo:
             raise ValueError("Pass --output_dir: where the distilled student is saved.")
         if self.push_to_hub and not self.hub_model_id:

@@ -199,6 +199,7 @@ class TrainingOutputsMixin:
             "teacher_images": state.teacher_images,
             "teacher_cache": cache,
             "mixed_precision": accelerator.mixed_precision,
+            "torch_compile": args.torch_compile,
             "hardware": self.hardware(),
             "train_runtime_s": round(self.train_runtime_s, 3),
             # Unreadable files met during training, each counted once (however many epochs met it).

@@ -73,6 +73,7 @@ from .checkpointing import (
     list_checkpoints,
     remove_tree,
 )
+from .compile import compile_for_training
 from .demo import (
     SYNTHETIC_BASE_NAME,
     build_demo_image_processor,
@@ -445,6 +446,9 @@ class DistillTrainer(StepLoopMixin, TrainingDataMixin, TrainingOutputsMixin, Che
         self.student, self.optimizer, self.train_dataloader = accelerator.prepare(
             self.student, self.optimizer, self.train_dataloader
         )
+        # What the training forward calls: the prepared student, or (--torch_compile) its compiled wrapper; saving and
+        # loading keep using the uncompiled `self.student` (compile.py).
+        self.student_forward = compile_for_training(self.student, self.teacher_model, args.torch_compile)
         if args.streaming:
             self.steps_per_epoch = None
         else:
@@ -523,18 +527,19 @@ class DistillTrainer(StepLoopMixin, TrainingDataMixin, TrainingOutputsMixin, Che
         return targets.float()
 
     def student_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward."""
+        """`(B, N, C)` final-normed student patch tokens, through the prepared (e.g. DDP) module's forward (compiled
+        with --torch_compile)."""
         student = self.accelerator.unwrap_model(self.student)
         # Modules whose training mode is an augmentation of their own (DINOv3's RoPE jitters and rescales the patch
         # coordinates) run in eval mode, at every step: the teacher's targets are computed at the exact patch grid.
         for name in getattr(student, "eval_modules_during_distillation", ()):
             student.get_submodule(name).eval()
         if self.clip_dense_mode is not None:  # text-aligned value-path features, in projection space
-            outputs = self.student(
+            outputs = self.student_forward(
                 pixel_values=pixel_values, return_dense_features=True, output_image_embeds=False
             )
             return outputs.dense_image_embeds
-        outputs = self.student(pixel_values=pixel_values)
+        outputs = self.student_forward(pixel_values=pixel_values)
         tokens = outputs.last_hidden_state[:, student.num_prefix_tokens :]
         return tokens if student.last_hidden_state_is_normed else student.final_norm(tokens)
 
@@ -596,7 +601,8 @@ class DistillTrainer(StepLoopMixin, TrainingDataMixin, TrainingOutputsMixin, Che
             f"  Trainable parts = {args.enabled_parts()} ({self.num_trainable_parameters:,} parameters)"
         )
         logger.info(
-            f"  Processes = {accelerator.num_processes}, mixed precision = {accelerator.mixed_precision}"
+            f"  Processes = {accelerator.num_processes}, mixed precision = {accelerator.mixed_precision}, "
+            f"torch.compile = {'on' if args.torch_compile else 'off'}"
         )
         logger.info(
             f"  Global batch = {global_batch}, steps = {self.total_steps}, epochs = {self.num_epochs}"
