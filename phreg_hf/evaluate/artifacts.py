@@ -52,6 +52,7 @@ from ..seeding import view_seed_for
 from ..teacher import DenoisingTeacher, TeacherViews, normalized_fill_value, stack_views
 from .metrics import artifact_report
 from .metrics_table import MEASURES, MODEL_ROWS, TEST_TIME_REGISTERS_ROW, format_metrics_table
+from .ttr_rows import check_ttr_options, load_ttr_model, ttr_images_field, ttr_min_images_field, ttr_record
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class EvalArguments:
             "beside the others as the row test_time_registers."
         },
     )
+    ttr_images: str | None = ttr_images_field()
+    ttr_min_images: int = ttr_min_images_field()
     base_revision: str | None = field(default=None, metadata={"help": "Hub revision of --base."})
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if available)."}
@@ -148,6 +151,7 @@ class EvalArguments:
             raise ValueError(f"--max_images must be >= 0 (0: all images), got {self.max_images}.")
         if self.resolution is not None and self.resolution <= 0:
             raise ValueError(f"--resolution must be > 0, got {self.resolution}.")
+        check_ttr_options(self)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -653,13 +657,8 @@ def evaluate(args: EvalArguments) -> dict:
         device=args.device,
     )
     loaded = setup.images
-    extra_models = {}
-    if args.test_time_registers:
-        from .test_time_registers import load_test_time_registers
-
-        extra_models[TEST_TIME_REGISTERS_ROW] = load_test_time_registers(
-            args.test_time_registers, setup.base_model, args.base
-        ).to(setup.device)
+    ttr = load_ttr_model(args, setup.base_model, processor=setup.image_processor, device=setup.device)
+    extra_models = {} if ttr is None else {TEST_TIME_REGISTERS_ROW: ttr}
     payload = measure_artifacts(
         setup.base_model,
         setup.student,
@@ -679,6 +678,8 @@ def evaluate(args: EvalArguments) -> dict:
         student=args.student,
         settings={key: value for key, value in asdict(args).items() if key != "out"},
     )
+    if ttr is not None:
+        payload["test_time_registers"] = ttr_record(args, ttr)
     if args.out:
         write_metrics(args.out, payload)
     return payload
