@@ -89,7 +89,12 @@ def check_ttr_options(args) -> None:
     if args.ttr_images:
         from ..data import list_image_files
 
-        list_image_files(args.ttr_images, "--ttr_images")
+        count = len(list_image_files(args.ttr_images, "--ttr_images"))
+        if count < args.ttr_min_images:
+            raise ValueError(
+                f"--ttr_images {args.ttr_images} holds {count} image files, fewer than --ttr_min_images="
+                f"{args.ttr_min_images} (the published search uses 100 to 1000); add images or lower --ttr_min_images."
+            )
 
 
 def has_test_time_registers(args) -> bool:
@@ -124,17 +129,22 @@ def load_ttr_model(args, base_model, *, processor=None, device=None, announce: b
     if args.test_time_registers:
         model = load_test_time_registers(args.test_time_registers, base_model, args.base)
     elif args.ttr_images:
-        settings = search_settings(args.base)
-        model, neurons, found = build_test_time_registers(
-            args.base,
-            args.ttr_images,
-            processor=processor,
-            base_revision=getattr(args, "base_revision", None),
-            device=device,
-            min_images=args.ttr_min_images,
-            progress=announce,
-            **settings,
-        )
+        try:
+            model, neurons, found = build_test_time_registers(
+                args.base,
+                args.ttr_images,
+                processor=processor,
+                base_revision=getattr(args, "base_revision", None),
+                device=device,
+                min_images=args.ttr_min_images,
+                progress=announce,
+                **search_settings(args.base),
+            )
+        except ValueError as error:  # e.g. no outliers at the default threshold
+            raise ValueError(
+                f"{error} (--ttr_images searches with the defaults of `phreg test-time-registers`; for other "
+                "settings run it with them and pass its --out folder as --test_time_registers DIR.)"
+            ) from None
         if announce:
             skipped = f", {found['num_skipped']} unreadable skipped" if found["num_skipped"] else ""
             print(

@@ -75,3 +75,60 @@ def test_a_folder_not_made_from_the_base_is_refused(folders, tmp_path, capsys):
     )
     assert "not a test-time-registers model" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_built_on_the_fly_from_the_base_and_images(folders, tmp_path, capsys):
+    root, images, masks = folders
+    out = tmp_path / "fly.json"
+    extra = ["--ttr_images", str(images), "--ttr_min_images", "3"]
+    code = phreg_main(probe_command(root, images, masks, out, *extra))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert f"built on the fly on 3 images of {images}" in captured.out
+    assert f"  block  {PLANTED_LAYER}: {PLANTED_NEURON}" in captured.out  # the planted neuron ranks first
+    report = json.loads(out.read_text())
+    assert list(report["rows"]) == ROWS and 0.0 <= report["rows"]["test_time_registers"]["mIoU"] <= 1.0
+    record = report["test_time_registers"]
+    assert (record["source"], record["images"], record["min_images"]) == ("built on the fly", str(images), 3)
+    assert record["register_neurons"][str(PLANTED_LAYER)][0] == PLANTED_NEURON
+    assert record["search_settings"]["num_images"] == 3 and record["search_settings"]["top_k"] == 10
+    # Both sources at once, or too few images for the search, are refused before any training.
+    both = probe_command(root, images, masks, out, *extra, "--test_time_registers", str(root / "ttr"))
+    assert phreg_main(both) == 2
+    assert "not both" in capsys.readouterr().err
+    assert (
+        phreg_main(probe_command(root, images, masks, tmp_path / "few.json", "--ttr_images", str(images)))
+        == 2
+    )
+    assert "holds 3 image files, fewer than --ttr_min_images=100" in capsys.readouterr().err
+
+
+def test_benchmark_probe_row_and_its_fingerprint_follow_the_images(folders, tmp_path, capsys):
+    import shutil
+
+    from phreg_hf.evaluate.benchmark_synthetic import write_probe_layout
+
+    root, images, _ = folders
+    write_probe_layout(tmp_path / "data", "voc21")
+    mine = tmp_path / "ttr_images"
+    shutil.copytree(images, mine)
+    command = ["benchmark", "probe", "--base", str(root / "base"), "--student", str(root / "student"),
+               "--data_root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--benchmarks", "voc21",
+               "--max_steps", "2", "--crop_size", "16", "--stride", "8", "--short_side", "24",
+               "--ttr_images", str(mine), "--ttr_min_images", "3"]  # fmt: skip
+    assert phreg_main(command) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "phreg_dense_benchmark_probe.json").read_text())
+    assert list(summary["rows"]) == ROWS and summary["test_time_registers"]["source"] == "built on the fly"
+    (cell,) = summary["rows"]["test_time_registers"]["cells"].values()
+    assert 0.0 <= cell["value"] <= 1.0 and cell["paper"] is None
+    assert any(line.startswith("test_time_registers ") for line in printed.splitlines())
+    assert phreg_main(command) == 0
+    assert "voc21: reused" in capsys.readouterr().out
+    # Other images (one file changed) or other settings: another model, never the stored result.
+    first = sorted(mine.iterdir())[0]
+    first.write_bytes(first.read_bytes() + b"\0")
+    assert phreg_main(command) == 2
+    assert "other models" in capsys.readouterr().err
+    assert phreg_main([*command[:-1], "2"]) == 2  # --ttr_min_images 2
+    assert "other models" in capsys.readouterr().err
