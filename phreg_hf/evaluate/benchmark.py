@@ -37,7 +37,7 @@ from .segmentation_eval import TTR_ROW_NAMES, model_names
 from .ttr_rows import (
     check_ttr_options,
     has_test_time_registers,
-    ttr_fingerprint,
+    on_the_fly_fingerprint,
     ttr_images_field,
     ttr_min_images_field,
     ttr_model_name,
@@ -155,7 +155,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
     store = ResultStore(args.out, "segmentation")
     models = {"base": model_fingerprint(args.base), "model": model_fingerprint(args.model)}
     if has_test_time_registers(args):  # absent otherwise: results stored without it stay reusable
-        models["test_time_registers"] = ttr_fingerprint(args, models["base"])
+        models["test_time_registers"] = ttr_model_fingerprint(args, models["base"])
     rows = presets.segmentation_rows(has_test_time_registers(args))
     # Every layout and every stored result is checked before any model loads or any hour is spent.
     jobs = []
@@ -242,6 +242,14 @@ def segmentation_summary(results: dict[str, dict], args) -> dict:
         **stored_ttr_record(results),
         "args": asdict(args),
     }
+
+
+def ttr_model_fingerprint(args, base_fingerprint: str) -> str:
+    """The test-time-registers model's part of the models fingerprint: a folder's file hashes, or for one built
+    on the fly (`--ttr_images`) `ttr_rows.on_the_fly_fingerprint` (the base's, the images' and the settings')."""
+    if args.test_time_registers:
+        return model_fingerprint(args.test_time_registers)
+    return on_the_fly_fingerprint(args, base_fingerprint)
 
 
 def ttr_report(args, model) -> dict:
@@ -415,7 +423,7 @@ def run_probe_benchmarks(args: BenchmarkProbeArguments, progress: bool = True) -
         "student": model_fingerprint(args.student),
     }
     if has_test_time_registers(args):  # absent otherwise: results stored without it stay reusable
-        models_fp["test_time_registers"] = ttr_fingerprint(args, models_fp["base"])
+        models_fp["test_time_registers"] = ttr_model_fingerprint(args, models_fp["base"])
     jobs = []
     for preset, probe_args, overridden, train_layout, eval_layout in plans:
         train = pairs_of(args.data_root, train_layout, f"{preset.name} ({preset.train_split})")

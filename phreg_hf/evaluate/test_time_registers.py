@@ -251,7 +251,7 @@ def build_test_time_registers(
 
     from ..data import ImageTransform, load_images
     from ..models.modeling_phreg_ttr import PhregTestTimeRegistersModel
-    from .artifacts import check_finite_weights, check_resolution, default_resolution, resolve_device
+    from .model_checks import check_finite_weights, check_resolution, default_resolution, resolve_device
 
     for name, value in (("batch_size", batch_size), ("top_k", top_k), ("min_images", min_images)):
         if value < 1:

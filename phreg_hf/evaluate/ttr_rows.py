@@ -23,9 +23,9 @@ Two sources, one per run:
   `PUBLISHED_SETTINGS`). The neurons found are printed.
 
 Either way the report records where the model came from, its register neurons and the search settings
-(`ttr_record`). `ttr_fingerprint` is what `phreg benchmark` keys stored results by: a folder's file hashes, or for an
-on-the-fly model a hash of the base's fingerprint, the images' contents and the settings, which are all that
-decides its neurons, so a result is never reused once any of them changes.
+(`ttr_record`). `phreg benchmark` keys stored results by a folder's file hashes, or for an on-the-fly model by
+`on_the_fly_fingerprint`: a hash of the base's fingerprint, the images' contents and the settings, which are all
+that decides its neurons, so a result is never reused once any of them changes.
 """
 
 from __future__ import annotations
@@ -185,16 +185,12 @@ def images_fingerprint(folder: str) -> str:
     return digest.hexdigest()
 
 
-def ttr_fingerprint(args, base_fingerprint: str) -> str | None:
-    """The test-time-registers model's part of a benchmark fingerprint (see the module docstring); None without
-    one, so that results stored without it stay reusable."""
+def on_the_fly_fingerprint(args, base_fingerprint: str) -> str:
+    """The fingerprint of the model `--ttr_images` builds (see the module docstring): a hash of the base's
+    fingerprint, the images' contents and the search settings. (A saved folder's is its file hashes:
+    `benchmark_results.model_fingerprint`.)"""
     from ..constants import VERSION
-    from .benchmark_results import model_fingerprint
 
-    if args.test_time_registers:
-        return model_fingerprint(args.test_time_registers)
-    if not args.ttr_images:
-        return None
     payload = {
         "built_on_the_fly_from": base_fingerprint,
         "images": images_fingerprint(args.ttr_images),
@@ -209,8 +205,8 @@ __all__ = [
     "has_test_time_registers",
     "images_fingerprint",
     "load_ttr_model",
+    "on_the_fly_fingerprint",
     "search_settings",
-    "ttr_fingerprint",
     "ttr_images_field",
     "ttr_min_images_field",
     "ttr_model_name",

@@ -121,15 +121,13 @@ def test_the_fingerprint_follows_base_images_and_settings(folders, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(folders / "images", images)
     args = SimpleNamespace(base="B", test_time_registers=None, ttr_images=str(images), ttr_min_images=4)
-    first = ttr_rows.ttr_fingerprint(args, "base-sha")
-    assert first == ttr_rows.ttr_fingerprint(args, "base-sha")
-    assert first != ttr_rows.ttr_fingerprint(args, "other-base-sha")
-    assert first != ttr_rows.ttr_fingerprint(
+    first = ttr_rows.on_the_fly_fingerprint(args, "base-sha")
+    assert first == ttr_rows.on_the_fly_fingerprint(args, "base-sha")
+    assert first != ttr_rows.on_the_fly_fingerprint(args, "other-base-sha")
+    assert first != ttr_rows.on_the_fly_fingerprint(
         SimpleNamespace(**{**vars(args), "ttr_min_images": 3}), "base-sha"
     )
     published = SimpleNamespace(**{**vars(args), "base": "facebook/dinov2-large"})  # its published settings
-    assert first != ttr_rows.ttr_fingerprint(published, "base-sha")
+    assert first != ttr_rows.on_the_fly_fingerprint(published, "base-sha")
     (images / "0.png").write_bytes((images / "0.png").read_bytes() + b"\0")
-    assert first != ttr_rows.ttr_fingerprint(args, "base-sha")
-    none = SimpleNamespace(base="B", test_time_registers=None, ttr_images=None, ttr_min_images=4)
-    assert ttr_rows.ttr_fingerprint(none, "base-sha") is None
+    assert first != ttr_rows.on_the_fly_fingerprint(args, "base-sha")
