@@ -59,7 +59,14 @@ from .model_checks import (  # re-exported: they lived here, and the other comma
     default_resolution,
     resolve_device,
 )
-from .ttr_rows import check_ttr_options, load_ttr_model, ttr_images_field, ttr_min_images_field, ttr_record
+from .ttr_rows import (
+    check_ttr_options,
+    load_ttr_model,
+    test_time_registers_field,
+    ttr_images_field,
+    ttr_min_images_field,
+    ttr_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +143,7 @@ class EvalArguments:
             "help": "Seed of the teacher's views (drawn per image); the trainer's final measures use the same."
         },
     )
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers`): measured "
-            "beside the others as the row test_time_registers."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field()
     ttr_images: str | None = ttr_images_field()
     ttr_min_images: int = ttr_min_images_field()
     base_revision: str | None = field(default=None, metadata={"help": "Hub revision of --base."})

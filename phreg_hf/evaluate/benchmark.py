@@ -38,6 +38,7 @@ from .ttr_rows import (
     check_ttr_options,
     has_test_time_registers,
     on_the_fly_fingerprint,
+    test_time_registers_field,
     ttr_images_field,
     ttr_min_images_field,
     ttr_model_name,
@@ -65,13 +66,7 @@ class BenchmarkSegmentationArguments:
         metadata={"help": "MMSegmentation's data/ folder holding the sets (README layouts)."}
     )
     out: str = field(metadata={"help": "Folder for the results (e.g. the student's folder, for its card)."})
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
-            "rows test_time_registers_maskclip and test_time_registers_naclip."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field(TTR_ROW_NAMES)
     ttr_images: str | None = ttr_images_field(TTR_ROW_NAMES)
     ttr_min_images: int = ttr_min_images_field()
     benchmarks: str = field(
@@ -320,13 +315,7 @@ class BenchmarkProbeArguments:
     student: str = field(metadata={"help": "Folder (or Hub id) of the PH-Reg student."})
     data_root: str = field(metadata={"help": "Folder holding VOCdevkit/, ade/ and nyu/ (README layouts)."})
     out: str = field(metadata={"help": "Folder for the results (e.g. the student's folder, for its card)."})
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
-            "row test_time_registers, the training-free baseline."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field()
     ttr_images: str | None = ttr_images_field()
     ttr_min_images: int = ttr_min_images_field()
     benchmarks: str = field(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import probe_data
 from .probe_data import LabelSettings
-from .ttr_rows import check_ttr_options, ttr_images_field, ttr_min_images_field
+from .ttr_rows import check_ttr_options, test_time_registers_field, ttr_images_field, ttr_min_images_field
 
 PAPER_CROP_SIZE = 518
 PAPER_STRIDE = 341
@@ -46,13 +46,7 @@ class ProbeArguments:
     num_views: int = field(
         default=10, metadata={"help": "Views of the denoised teacher (--include_teacher)."}
     )
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): probed "
-            "beside the others as the row test_time_registers, the training-free baseline."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field()
     ttr_images: str | None = ttr_images_field()
     ttr_min_images: int = ttr_min_images_field()
     out: str | None = field(

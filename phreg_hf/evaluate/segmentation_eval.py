@@ -56,13 +56,15 @@ from .ttr_rows import (
     check_ttr_options,
     has_test_time_registers,
     load_ttr_model,
+    test_time_registers_field,
     ttr_images_field,
     ttr_min_images_field,
     ttr_model_name,
     ttr_record,
 )
 
-TTR_ROW_NAMES = "test_time_registers_maskclip and test_time_registers_naclip"  # the help of --ttr_images
+# What --test_time_registers / --ttr_images add, for their help.
+TTR_ROW_NAMES = "the rows test_time_registers_maskclip and test_time_registers_naclip"
 
 # Settings a preset sets and an option overrides, with the value used when neither gives one.
 BUILTIN_SETTINGS = {
@@ -153,13 +155,7 @@ class EvalSegmentationArguments:
     model: str = field(metadata={"help": "Folder or Hub id of the PH-Reg CLIP student."})
     base: str = field(metadata={"help": "Folder or Hub id of the base CLIP it was distilled from."})
     out: str = field(metadata={"help": "Where the JSON report goes (e.g. report.json)."})
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
-            "rows test_time_registers_maskclip and test_time_registers_naclip, the training-free baseline."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field(TTR_ROW_NAMES)
     ttr_images: str | None = ttr_images_field(TTR_ROW_NAMES)
     ttr_min_images: int = ttr_min_images_field()
     benchmark: str | None = field(

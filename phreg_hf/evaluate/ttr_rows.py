@@ -44,13 +44,24 @@ from .test_time_registers import (
 )
 
 
-def ttr_images_field(rows: str = "test_time_registers"):
+def test_time_registers_field(rows: str = "the row test_time_registers"):
+    """The `--test_time_registers` option of an argument dataclass; `rows`: the rows it adds, for the help."""
+    return field(
+        default=None,
+        metadata={
+            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds "
+            f"{rows}, the training-free baseline."
+        },
+    )
+
+
+def ttr_images_field(rows: str = "the row test_time_registers"):
     """The `--ttr_images` option of an argument dataclass; `rows`: the rows it adds, for the help."""
     return field(
         default=None,
         metadata={
             "help": "Folder of unlabeled images: build the test-time-registers model of --base on the fly (the "
-            f"defaults of `phreg test-time-registers`) for the rows {rows}; instead of --test_time_registers."
+            f"defaults of `phreg test-time-registers`) for {rows}; instead of --test_time_registers."
         },
     )
 
@@ -207,6 +218,7 @@ __all__ = [
     "load_ttr_model",
     "on_the_fly_fingerprint",
     "search_settings",
+    "test_time_registers_field",
     "ttr_images_field",
     "ttr_min_images_field",
     "ttr_model_name",

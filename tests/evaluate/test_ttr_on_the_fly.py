@@ -10,9 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from hub_helpers import image_processor
-from models.test_test_time_registers import PLANTED_LAYER, PLANTED_NEURON, planted_dinov2
+from models.test_test_time_registers import PLANTED_LAYER, PLANTED_NEURON, planted_signed_dinov2
 from PIL import Image
 
 from phreg_hf.cli import main as phreg_main
@@ -25,12 +24,7 @@ TTR_ROWS = ("test_time_registers_maskclip", "test_time_registers_naclip")
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("ttr_fly")
-    # The planted neuron writes a signed pattern, so its outliers survive the final norm (see
-    # test_test_time_registers_cli.py), and moving it changes what `phreg eval` measures.
-    base = planted_dinov2()
-    with torch.no_grad():
-        column = base.encoder.layer[PLANTED_LAYER].mlp.fc2.weight[:, PLANTED_NEURON]
-        column.copy_(20.0 * torch.tensor([(-1.0) ** i for i in range(column.numel())]))
+    base = planted_signed_dinov2()  # moving its planted neuron changes what `phreg eval` measures
     for name, model in (("base", base), ("student", student_from_base(base, 2))):
         model.save_pretrained(root / name)
         image_processor().save_pretrained(root / name)
@@ -66,53 +60,65 @@ def test_phreg_eval_builds_the_row_on_the_fly_and_records_it(folders, capsys):
     assert "--test_time_registers DIR" in err and "--ttr_images DIR" in err and "not both" in err
 
 
-def test_eval_segmentation_and_its_benchmark_build_the_rows_on_the_fly(tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
     from phreg_hf import PhregCLIPModel
-    from phreg_hf.evaluate.benchmark_synthetic import write_benchmark_layout
     from phreg_hf.synthetic_clip import (
         build_tiny_clip_processor,
         save_planted_artifact_clip,
         write_synthetic_segmentation_set,
     )
 
-    base = save_planted_artifact_clip(tmp_path / "base", image_size=64, patch_size=8)
-    PhregCLIPModel.from_base(base, 2).save_pretrained(tmp_path / "student")
-    build_tiny_clip_processor(64).save_pretrained(tmp_path / "student")
-    images, masks, classes = write_synthetic_segmentation_set(tmp_path / "data", num_images=2)
+    root = tmp_path_factory.mktemp("ttr_fly_clip")
+    base = save_planted_artifact_clip(root / "base", image_size=64, patch_size=8)
+    PhregCLIPModel.from_base(base, 2).save_pretrained(root / "student")
+    build_tiny_clip_processor(64).save_pretrained(root / "student")
+    images, masks, classes = write_synthetic_segmentation_set(root / "data", num_images=2)
+    small = ["--short_side", "64", "--crop_size", "48", "--stride", "32", "--max_images", "1"]
+    common = ["--model", str(root / "student"), "--base", str(root / "base"), *small]
+    common += ["--ttr_images", str(images), "--ttr_min_images", "2"]
+    return root, images, masks, classes, common
+
+
+@pytest.fixture
+def every_patch_an_outlier(monkeypatch):
     # The tiny CLIP's norms stay far below the published threshold: every patch counts as an outlier here.
     published = ttr_rows.search_settings
     monkeypatch.setattr(ttr_rows, "search_settings", lambda base: {**published(base), "norm_threshold": 0.0})
-    small = ["--short_side", "64", "--crop_size", "48", "--stride", "32", "--max_images", "1"]
-    fly = ["--ttr_images", str(images), "--ttr_min_images", "2"]
-    models = ["--model", str(tmp_path / "student"), "--base", str(tmp_path / "base")]
+
+
+def test_eval_segmentation_builds_the_rows_on_the_fly(clips, every_patch_an_outlier, tmp_path, capsys):
+    root, images, masks, classes, common = clips
     out = tmp_path / "seg.json"
-    command = ["eval-segmentation", *models, "--class_names", str(classes), "--images", str(images)]
-    assert phreg_main([*command, "--masks", str(masks), *small, *fly, "--out", str(out)]) == 0
+    command = ["eval-segmentation", *common, "--class_names", str(classes), "--images", str(images)]
+    assert phreg_main([*command, "--masks", str(masks), "--out", str(out)]) == 0
     assert "built on the fly on 2 images" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert list(report["rows"])[-2:] == list(TTR_ROWS)
     assert all(0.0 <= report["rows"][name]["miou"] <= 1.0 for name in TTR_ROWS)
-    assert (
-        report["rows"][TTR_ROWS[0]]["model"] == f"{tmp_path / 'base'} + test-time registers found on {images}"
-    )
+    named = report["rows"][TTR_ROWS[0]]["model"]
+    assert named == f"{root / 'base'} + test-time registers found on {images}"
     assert report["test_time_registers"]["source"] == "built on the fly"
 
+
+def test_benchmark_segmentation_builds_the_rows_on_the_fly(clips, every_patch_an_outlier, tmp_path):
+    from phreg_hf.evaluate.benchmark_synthetic import write_benchmark_layout
+
+    root, images, _, _, common = clips
     write_benchmark_layout(tmp_path / "bench", "voc20")
     bench = [
         "benchmark",
         "segmentation",
-        *models,
+        *common,
         "--data_root",
         str(tmp_path / "bench"),
         "--benchmarks",
         "voc20",
     ]
-    bench += ["--out", str(tmp_path / "out"), *small, *fly]
-    assert phreg_main(bench) == 0
+    assert phreg_main([*bench, "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out" / "phreg_dense_benchmark_segmentation.json").read_text())
-    assert list(summary["rows"])[-2:] == list(TTR_ROWS) and summary["test_time_registers"]["images"] == str(
-        images
-    )
+    assert list(summary["rows"])[-2:] == list(TTR_ROWS)
+    assert summary["test_time_registers"]["images"] == str(images)
 
 
 def test_the_fingerprint_follows_base_images_and_settings(folders, tmp_path):
