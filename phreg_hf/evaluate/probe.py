@@ -32,6 +32,9 @@ the scale-invariant log loss (SigLoss, variance focus 0.85). DINOv2 adds a gradi
 Every model gets the same head initialisation, the same crops in the same order (seeded per crop, see
 `probe_data.ProbeTrainStream`) and the same number of steps, so rows differ only by their features.
 
+`--test_time_registers DIR` (a `phreg test-time-registers` model of the base) or `--ttr_images DIR` (one built on
+the fly, `ttr_rows`) adds the training-free baseline as the row test_time_registers.
+
 Frozen features are cached when the augmentation allows it (`--feature_cache auto`: no random augmentation,
 so every crop of a pair is the same); `--feature_cache on` caches `--cached_copies` augmented crops per pair
 and trains on those, which is what makes a CPU run on small data take minutes. The paper's defaults augment
@@ -491,8 +494,10 @@ def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tupl
             base, fill_value=normalized_fill_value(mean, std), num_views=args.num_views
         )
     models["student"] = student
-    announce = PartialState().is_local_main_process
-    ttr = load_ttr_model(args, base, processor=processor, announce=announce)
+    state = PartialState()  # each process searches on its own device (the same images: the same neurons)
+    ttr = load_ttr_model(
+        args, base, processor=processor, device=state.device, announce=state.is_local_main_process
+    )
     if ttr is not None:
         models["test_time_registers"] = ttr
     return models, mean, std
