@@ -65,7 +65,7 @@ from .ttr_rows import (
     test_time_registers_field,
     ttr_images_field,
     ttr_min_images_field,
-    ttr_record,
+    ttr_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -593,8 +593,7 @@ def evaluate(args: EvalArguments) -> dict:
         student=args.student,
         settings={key: value for key, value in asdict(args).items() if key != "out"},
     )
-    if ttr is not None:
-        payload["test_time_registers"] = ttr_record(args, ttr)
+    payload.update(ttr_report(args, ttr))
     if args.out:
         write_metrics(args.out, payload)
     return payload

@@ -42,7 +42,7 @@ from .ttr_rows import (
     ttr_images_field,
     ttr_min_images_field,
     ttr_model_name,
-    ttr_record,
+    ttr_report,
 )
 
 SEGMENTATION_OVERRIDES = (
@@ -245,12 +245,6 @@ def ttr_model_fingerprint(args, base_fingerprint: str) -> str:
     if args.test_time_registers:
         return model_fingerprint(args.test_time_registers)
     return on_the_fly_fingerprint(args, base_fingerprint)
-
-
-def ttr_report(args, model) -> dict:
-    """`{"test_time_registers": its record}` (`ttr_rows.ttr_record`) when the run has that row, else `{}`."""
-    record = ttr_record(args, model)
-    return {} if record is None else {"test_time_registers": record}
 
 
 def stored_ttr_record(results: dict[str, dict]) -> dict:

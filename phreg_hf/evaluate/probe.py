@@ -65,6 +65,7 @@ from .probe_report import (
     format_probe_table,
     write_report,
 )
+from .ttr_rows import ttr_report
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -523,20 +524,12 @@ def probe(args: ProbeArguments) -> dict:
         rows,
         base_model=args.base,
         student=args.student,
-        **ttr_report(args, models),
+        **ttr_report(args, models.get("test_time_registers")),
         runtime_s=round(time.perf_counter() - start, 2),
     )
     if args.out and probe_runner.accelerator.is_main_process:
         write_report(args.out, report, overwrite=args.overwrite)
     return report
-
-
-def ttr_report(args: ProbeArguments, models: dict[str, nn.Module]) -> dict:
-    """`{"test_time_registers": its record}` for a run with that row (`ttr_rows.ttr_record`), else `{}`."""
-    from .ttr_rows import ttr_record
-
-    record = ttr_record(args, models.get("test_time_registers"))
-    return {} if record is None else {"test_time_registers": record}
 
 
 def probe_main(argv: Sequence[str] | None = None) -> int:

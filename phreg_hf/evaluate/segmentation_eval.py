@@ -60,7 +60,7 @@ from .ttr_rows import (
     ttr_images_field,
     ttr_min_images_field,
     ttr_model_name,
-    ttr_record,
+    ttr_report,
 )
 
 # What --test_time_registers / --ttr_images add, for their help.
@@ -538,8 +538,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
         "rows": rows_report(rows, accumulators, model_names(args), names),
         "args": asdict(args),
     }
-    if "test_time_registers" in loaded:
-        report["test_time_registers"] = ttr_record(args, loaded["test_time_registers"][0])
+    report.update(ttr_report(args, loaded.get("test_time_registers", (None,))[0]))
     write_json_atomically(args.out, report)
     return report
 

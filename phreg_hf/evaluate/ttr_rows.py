@@ -183,6 +183,12 @@ def ttr_record(args, model) -> dict | None:
     return {**source, "register_neurons": neurons, "search_settings": model.config.search_settings}
 
 
+def ttr_report(args, model) -> dict:
+    """`{"test_time_registers": ttr_record(...)}` for a report when the run has that row, else `{}`."""
+    record = ttr_record(args, model)
+    return {} if record is None else {"test_time_registers": record}
+
+
 def images_fingerprint(folder: str) -> str:
     """sha256 of every image file of `folder` (relative path and content)."""
     from pathlib import Path
@@ -223,4 +229,5 @@ __all__ = [
     "ttr_min_images_field",
     "ttr_model_name",
     "ttr_record",
+    "ttr_report",
 ]
