@@ -61,7 +61,8 @@ def ttr_images_field(rows: str = "the row test_time_registers"):
         default=None,
         metadata={
             "help": "Folder of unlabeled images: build the test-time-registers model of --base on the fly (the "
-            f"defaults of `phreg test-time-registers`) for {rows}; instead of --test_time_registers."
+            "defaults of `phreg test-time-registers`; the published setting for facebook/dinov2-large) for "
+            f"{rows}; instead of --test_time_registers."
         },
     )
 
