@@ -52,6 +52,21 @@ from ..seeding import view_seed_for
 from ..teacher import DenoisingTeacher, TeacherViews, normalized_fill_value, stack_views
 from .metrics import artifact_report
 from .metrics_table import MEASURES, MODEL_ROWS, TEST_TIME_REGISTERS_ROW, format_metrics_table
+from .model_checks import (  # re-exported: they lived here, and the other commands import them from here
+    check_finite_weights,
+    check_model_source,
+    check_resolution,
+    default_resolution,
+    resolve_device,
+)
+from .ttr_rows import (
+    check_ttr_options,
+    load_ttr_model,
+    test_time_registers_field,
+    ttr_images_field,
+    ttr_min_images_field,
+    ttr_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +143,9 @@ class EvalArguments:
             "help": "Seed of the teacher's views (drawn per image); the trainer's final measures use the same."
         },
     )
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers`): measured "
-            "beside the others as the row test_time_registers."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field()
+    ttr_images: str | None = ttr_images_field()
+    ttr_min_images: int = ttr_min_images_field()
     base_revision: str | None = field(default=None, metadata={"help": "Hub revision of --base."})
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if available)."}
@@ -148,6 +159,7 @@ class EvalArguments:
             raise ValueError(f"--max_images must be >= 0 (0: all images), got {self.max_images}.")
         if self.resolution is not None and self.resolution <= 0:
             raise ValueError(f"--resolution must be > 0, got {self.resolution}.")
+        check_ttr_options(self)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -279,99 +291,6 @@ def load_image_processor(student: str, base: str, base_revision: str | None = No
             f"No image processor in --student {student} nor in --base {base} ({error}). Save the base model's "
             f"processor into the student folder: AutoImageProcessor.from_pretrained(BASE).save_pretrained({student!r})."
         ) from None
-
-
-def _side(size) -> int | None:
-    """Square side of an image processor's `crop_size` / `size` (a dict or transformers' `SizeDict`)."""
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return size
-    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
-    return get("height") or get("shortest_edge")
-
-
-def default_resolution(image_processor, config) -> int:
-    """The processor's center-crop side (or its resize side when it does not crop), else `config.image_size`."""
-    side = None
-    if getattr(image_processor, "do_center_crop", False):
-        side = _side(getattr(image_processor, "crop_size", None))
-    if side is None and getattr(image_processor, "do_resize", False):
-        side = _side(getattr(image_processor, "size", None))
-    image_size = config.image_size
-    return int(side or (image_size[0] if isinstance(image_size, (list, tuple)) else image_size))
-
-
-def check_resolution(resolution: int, patch_size: int) -> tuple[int, int]:
-    """The patch grid `(R/p, R/p)`, or a ValueError naming the nearest resolutions that work."""
-    if resolution % patch_size == 0 and resolution // patch_size >= 2:
-        return resolution // patch_size, resolution // patch_size
-    lower = (resolution // patch_size) * patch_size
-    choices = [side for side in (lower, lower + patch_size) if side >= 2 * patch_size] or [2 * patch_size]
-    raise ValueError(
-        f"--resolution {resolution} must be a multiple of the patch size {patch_size} giving at least 2x2 "
-        f"patches; pass --resolution {' or '.join(map(str, choices))}."
-    )
-
-
-def resolve_device(device: str | None, option: str = "--device") -> torch.device:
-    """`device` as a `torch.device` (None: cuda when available, else cpu); ValueError naming the fix for a device
-    that torch does not know or that this machine does not have (`--device cuda` without CUDA)."""
-    if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(
-            f"{option} {device!r} is not a device torch knows ({error}); pass cpu, cuda or cuda:N."
-        ) from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            why = (
-                "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            )
-            raise ValueError(
-                f"{option} {device} asks for a GPU, but {why} (torch {torch.__version__}). Pass {option} cpu, or "
-                f"leave {option} out to use a GPU when there is one."
-            )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
-                f"cuda:{torch.cuda.device_count() - 1}); pass one of them."
-            )
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{option} {device}: Apple's MPS backend is not available here; pass {option} cpu.")
-    return resolved
-
-
-def check_model_source(model: str, option: str) -> None:
-    """FileNotFoundError for a `--model`-like value that is neither an existing path nor a valid Hub id (a missing
-    folder such as `/data/student`), instead of transformers' "Repo id must be in the form ..."."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if Path(model).exists():
-        return
-    try:
-        validate_repo_id(str(model))
-        hub_id = not Path(model).is_absolute() and not str(model).startswith(("./", "../", "~"))
-    except HFValidationError:
-        hub_id = False
-    if not hub_id:
-        raise FileNotFoundError(
-            f"{option} {model} does not exist; pass an existing model folder (written by save_pretrained or the "
-            "trainer) or a Hub id such as openai/clip-vit-base-patch16."
-        )
-
-
-def check_finite_weights(model: nn.Module, option: str, source: str) -> None:
-    """ValueError naming the first weight (parameter or buffer) of `model` that holds NaN or inf: every output of
-    such a model is meaningless, and a table or label map made with it would look like a result."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(
-                f"{option} {source}: the weight {name} holds NaN or inf values, so the model's outputs are not "
-                "numbers. The checkpoint is broken: re-train it, or load a good copy."
-            )
 
 
 @dataclass
@@ -653,13 +572,8 @@ def evaluate(args: EvalArguments) -> dict:
         device=args.device,
     )
     loaded = setup.images
-    extra_models = {}
-    if args.test_time_registers:
-        from .test_time_registers import load_test_time_registers
-
-        extra_models[TEST_TIME_REGISTERS_ROW] = load_test_time_registers(
-            args.test_time_registers, setup.base_model, args.base
-        ).to(setup.device)
+    ttr = load_ttr_model(args, setup.base_model, processor=setup.image_processor, device=setup.device)
+    extra_models = {} if ttr is None else {TEST_TIME_REGISTERS_ROW: ttr}
     payload = measure_artifacts(
         setup.base_model,
         setup.student,
@@ -679,6 +593,7 @@ def evaluate(args: EvalArguments) -> dict:
         student=args.student,
         settings={key: value for key, value in asdict(args).items() if key != "out"},
     )
+    payload.update(ttr_report(args, ttr))
     if args.out:
         write_metrics(args.out, payload)
     return payload
@@ -725,6 +640,9 @@ __all__ = [
     "PatchTokens",
     "artifact_rows",
     "check_base_matches_student",
+    "check_finite_weights",
+    "check_model_source",
+    "check_resolution",
     "collect_patch_tokens",
     "default_resolution",
     "eval_main",
@@ -735,6 +653,7 @@ __all__ = [
     "load_images",
     "measure_artifacts",
     "prepare_evaluation",
+    "resolve_device",
     "views_for_images",
     "write_metrics",
 ]

@@ -33,6 +33,17 @@ from tqdm.auto import tqdm
 
 from . import presets
 from .benchmark_results import ResultStore, model_fingerprint, settings_fingerprint
+from .segmentation_eval import TTR_ROW_NAMES, model_names
+from .ttr_rows import (
+    check_ttr_options,
+    has_test_time_registers,
+    on_the_fly_fingerprint,
+    test_time_registers_field,
+    ttr_images_field,
+    ttr_min_images_field,
+    ttr_model_name,
+    ttr_report,
+)
 
 SEGMENTATION_OVERRIDES = (
     "short_side",
@@ -55,13 +66,9 @@ class BenchmarkSegmentationArguments:
         metadata={"help": "MMSegmentation's data/ folder holding the sets (README layouts)."}
     )
     out: str = field(metadata={"help": "Folder for the results (e.g. the student's folder, for its card)."})
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
-            "rows test_time_registers_maskclip and test_time_registers_naclip."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field(TTR_ROW_NAMES)
+    ttr_images: str | None = ttr_images_field(TTR_ROW_NAMES)
+    ttr_min_images: int = ttr_min_images_field()
     benchmarks: str = field(
         default="all",
         metadata={"help": f"Comma-separated, or all: {', '.join(presets.SEGMENTATION_PRESETS)}."},
@@ -86,6 +93,9 @@ class BenchmarkSegmentationArguments:
     overwrite: bool = field(
         default=False, metadata={"help": "Recompute stored results of other models, data or settings."}
     )
+
+    def __post_init__(self) -> None:
+        check_ttr_options(self)
 
 
 def _eval_arguments(args: BenchmarkSegmentationArguments, preset):
@@ -115,7 +125,6 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         build_segmenters,
         label_rule,
         load_base_and_student,
-        model_names,
         resolve_settings,
         rows_report,
         score_rows,
@@ -140,9 +149,9 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         return {"check": format_checks(checks), "ok": all(c.ok for c in checks)}
     store = ResultStore(args.out, "segmentation")
     models = {"base": model_fingerprint(args.base), "model": model_fingerprint(args.model)}
-    if args.test_time_registers is not None:  # absent otherwise: results stored without it stay reusable
-        models["test_time_registers"] = model_fingerprint(args.test_time_registers)
-    rows = presets.segmentation_rows(args.test_time_registers is not None)
+    if has_test_time_registers(args):  # absent otherwise: results stored without it stay reusable
+        models["test_time_registers"] = ttr_model_fingerprint(args, models["base"])
+    rows = presets.segmentation_rows(has_test_time_registers(args))
     # Every layout and every stored result is checked before any model loads or any hour is spent.
     jobs = []
     for preset, settings, overridden, classes, rule in plans:
@@ -164,9 +173,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
         tqdm.write(f"{preset.name}: {status}")
         if stored is None:
             if loaded is None:
-                loaded = load_base_and_student(
-                    args.base, args.model, resolve_device(args.device), args.test_time_registers
-                )
+                loaded = load_base_and_student(args.base, args.model, resolve_device(args.device), args)
             segmenters = build_segmenters(loaded, rows, classes, settings, args.batch_size)
             triples = list(zip(pairs.names, pairs.images, pairs.labels, strict=True))
             accumulators, count = score_rows(
@@ -183,6 +190,7 @@ def run_segmentation_benchmarks(args: BenchmarkSegmentationArguments, progress: 
                 "overridden": overridden,
                 "rows": rows_report(rows, accumulators, model_names(args), names),
                 "paper": preset.paper,
+                **ttr_report(args, loaded.get("test_time_registers", (None,))[0]),
             }
             store.save(preset.name, stored, fingerprint)
         results[preset.name] = stored
@@ -206,11 +214,11 @@ def segmentation_summary(results: dict[str, dict], args) -> dict:
     """Table 1 as JSON: per row the mIoU (fraction) of each benchmark run and their mean, and the paper's."""
     names = list(results)
     rows = {}
-    for row in presets.segmentation_rows(args.test_time_registers is not None):
+    for row in presets.segmentation_rows(has_test_time_registers(args)):
         per = {n: results[n]["rows"][row.name]["miou"] for n in names}
         paper = {n: presets.SEGMENTATION_PRESETS[n].paper.get(row.paper) for n in names} if row.paper else {}
         rows[row.name] = {
-            "model": getattr(args, row.option),
+            "model": model_names(args)[row.option],
             "mode": row.mode,
             "description": row.description,
             "per_benchmark": per,
@@ -226,8 +234,25 @@ def segmentation_summary(results: dict[str, dict], args) -> dict:
         "num_images": {n: results[n]["num_images"] for n in names},
         "overridden": {n: results[n].get("overridden", {}) for n in names if results[n].get("overridden")},
         "rows": rows,
+        **stored_ttr_record(results),
         "args": asdict(args),
     }
+
+
+def ttr_model_fingerprint(args, base_fingerprint: str) -> str:
+    """The test-time-registers model's part of the models fingerprint: a folder's file hashes, or for one built
+    on the fly (`--ttr_images`) `ttr_rows.on_the_fly_fingerprint` (the base's, the images' and the settings')."""
+    if args.test_time_registers:
+        return model_fingerprint(args.test_time_registers)
+    return on_the_fly_fingerprint(args, base_fingerprint)
+
+
+def stored_ttr_record(results: dict[str, dict]) -> dict:
+    """The test-time-registers record of the first result that has one (the same model made them all)."""
+    for result in results.values():
+        if result.get("test_time_registers"):
+            return {"test_time_registers": result["test_time_registers"]}
+    return {}
 
 
 def format_segmentation_table(summary: dict) -> str:
@@ -284,6 +309,9 @@ class BenchmarkProbeArguments:
     student: str = field(metadata={"help": "Folder (or Hub id) of the PH-Reg student."})
     data_root: str = field(metadata={"help": "Folder holding VOCdevkit/, ade/ and nyu/ (README layouts)."})
     out: str = field(metadata={"help": "Folder for the results (e.g. the student's folder, for its card)."})
+    test_time_registers: str | None = test_time_registers_field()
+    ttr_images: str | None = ttr_images_field()
+    ttr_min_images: int = ttr_min_images_field()
     benchmarks: str = field(
         default="all", metadata={"help": f"Comma-separated, or all: {', '.join(presets.PROBE_PRESETS)}."}
     )
@@ -313,6 +341,9 @@ class BenchmarkProbeArguments:
     overwrite: bool = field(
         default=False, metadata={"help": "Recompute stored results of other models, data or settings."}
     )
+
+    def __post_init__(self) -> None:
+        check_ttr_options(self)
 
 
 def _probe_layouts(args: BenchmarkProbeArguments, preset):
@@ -344,6 +375,9 @@ def _probe_arguments(args: BenchmarkProbeArguments, preset):
         base=args.base,
         student=args.student,
         base_revision=args.base_revision,
+        test_time_registers=args.test_time_registers,
+        ttr_images=args.ttr_images,
+        ttr_min_images=args.ttr_min_images,
         **common,
         **{k: v for k, v in settings.items() if k in known},
     )
@@ -371,11 +405,14 @@ def run_probe_benchmarks(args: BenchmarkProbeArguments, progress: bool = True) -
         "base": model_fingerprint(args.base, args.base_revision),
         "student": model_fingerprint(args.student),
     }
+    if has_test_time_registers(args):  # absent otherwise: results stored without it stay reusable
+        models_fp["test_time_registers"] = ttr_model_fingerprint(args, models_fp["base"])
     jobs = []
     for preset, probe_args, overridden, train_layout, eval_layout in plans:
         train = pairs_of(args.data_root, train_layout, f"{preset.name} ({preset.train_split})")
         evaluation = pairs_of(args.data_root, eval_layout, f"{preset.name} ({preset.eval_split})")
-        settings = {k: v for k, v in asdict(probe_args).items() if k not in ("base", "student", "out")}
+        models_given = ("base", "student", "out", "test_time_registers", "ttr_images", "ttr_min_images")
+        settings = {k: v for k, v in asdict(probe_args).items() if k not in models_given}
         fingerprint = {
             "models": models_fp,
             "data": f"{train.fingerprint()}+{evaluation.fingerprint()}",
@@ -419,6 +456,7 @@ def run_probe_benchmarks(args: BenchmarkProbeArguments, progress: bool = True) -
                 paper=preset.paper,
                 train_split=preset.train_split,
                 eval_split=preset.eval_split,
+                **ttr_report(probe_args, models.get("test_time_registers")),
             )
             store.save(preset.name, stored, fingerprint)
         results[preset.name] = stored
@@ -438,19 +476,23 @@ def probe_summary(results: dict[str, dict], args) -> dict:
             if metric in preset.paper:
                 columns.append({"benchmark": name, "metric": metric, "higher_is_better": higher})
     rows = {}
-    for model in ("base", "student"):
+    names = {"base": args.base, "student": args.student}
+    if has_test_time_registers(args):
+        names["test_time_registers"] = ttr_model_name(args)
+    for model, given in names.items():
         cells = {}
         for column in columns:
             report = results[column["benchmark"]]
             value = report["rows"].get(model, {}).get(column["metric"])
-            paper = presets.PROBE_PRESETS[column["benchmark"]].paper[column["metric"]][model]
+            paper = presets.PROBE_PRESETS[column["benchmark"]].paper[column["metric"]].get(model)
             cells[f"{column['benchmark']}/{column['metric']}"] = {"value": value, "paper": paper}
-        rows[model] = {"model": getattr(args, model), "cells": cells}
+        rows[model] = {"model": given, "cells": cells}
     return {
         "task": "benchmark linear probes",
         "benchmarks": list(results),
         "columns": columns,
         "rows": rows,
+        **stored_ttr_record(results),
         "args": asdict(args),
     }
 
@@ -460,7 +502,7 @@ _PERCENT = {"mIoU", "delta1"}
 
 def format_probe_benchmark_table(summary: dict) -> str:
     """Table 2's shape: base and student rows, the paper's DINOv2-B numbers under each; mIoU / delta1 in %."""
-    width = 18
+    width = max([18, *(len(model) + 2 for model in summary["rows"])])
     labels = [f"{presets.PROBE_PRESETS[c['benchmark']].title} {c['metric']}" for c in summary["columns"]]
     col = max(12, *(len(label) + 2 for label in labels)) if labels else 12
     header = f"{'linear probe':<{width}}" + "".join(f"{label:>{col}}" for label in labels)
@@ -474,9 +516,10 @@ def format_probe_benchmark_table(summary: dict) -> str:
             scale = 100.0 if column["metric"] in _PERCENT else 1.0
             digits = 2 if column["metric"] in _PERCENT else 4
             ours.append(f"{value * scale:>{col}.{digits}f}" if value is not None else f"{'-':>{col}}")
-            paper.append(f"{reported:>{col}.{digits}f}")
+            paper.append(f"{reported:>{col}.{digits}f}" if reported is not None else f"{'-':>{col}}")
         lines.append(f"{model:<{width}}" + "".join(ours))
-        lines.append(f"{'  paper ' + paper_names[model]:<{width}}" + "".join(paper))
+        if model in paper_names:  # the paper has no test-time-registers row
+            lines.append(f"{'  paper ' + paper_names[model]:<{width}}" + "".join(paper))
     lines.append("(paper: Table 2, DINOv2-B; mIoU and delta1 in %, RMSE in metres, AbsRel a ratio)")
     return "\n".join(lines)
 

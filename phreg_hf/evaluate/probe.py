@@ -32,6 +32,9 @@ the scale-invariant log loss (SigLoss, variance focus 0.85). DINOv2 adds a gradi
 Every model gets the same head initialisation, the same crops in the same order (seeded per crop, see
 `probe_data.ProbeTrainStream`) and the same number of steps, so rows differ only by their features.
 
+`--test_time_registers DIR` (a `phreg test-time-registers` model of the base) or `--ttr_images DIR` (one built on
+the fly, `ttr_rows`) adds the training-free baseline as the row test_time_registers.
+
 Frozen features are cached when the augmentation allows it (`--feature_cache auto`: no random augmentation,
 so every crop of a pair is the same); `--feature_cache on` caches `--cached_copies` augmented crops per pair
 and trains on those, which is what makes a CPU run on small data take minutes. The paper's defaults augment
@@ -46,7 +49,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,230 +57,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import probe_data
-from .probe_data import IGNORE_INDEX, Augmentation, LabelSettings, ProbeData, prepare_data
+from .probe_arguments import PAPER_CROP_SIZE, PAPER_STRIDE, ProbeArguments
+from .probe_data import IGNORE_INDEX, Augmentation, ProbeData, prepare_data
 from .probe_report import (
     build_report,
     finite_report,
     format_probe_table,
     write_report,
 )
-
-PAPER_CROP_SIZE = 518
-PAPER_STRIDE = 341
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Options
-@dataclass
-class ProbeArguments:
-    """Options of `phreg probe` (`HfArgumentParser(ProbeArguments)`; `phreg probe --help` lists the defaults)."""
-
-    task: str = field(metadata={"help": "segmentation or depth."})
-    base: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or folder of the stock base model, e.g. facebook/dinov2-base."},
-    )
-    student: str | None = field(default=None, metadata={"help": "Folder (or Hub id) of the PH-Reg student."})
-    include_teacher: bool = field(
-        default=False,
-        metadata={
-            "help": "Also probe the denoised teacher's features (K = --num_views forward passes per crop)."
-        },
-    )
-    num_views: int = field(
-        default=10, metadata={"help": "Views of the denoised teacher (--include_teacher)."}
-    )
-    out: str | None = field(
-        default=None,
-        metadata={
-            "help": "Write the report as JSON here (the model card reads STUDENT/phreg_dense_NAME.json). An "
-            "existing file is kept unless --overwrite; a file of a model folder (config, weights) never replaced."
-        },
-    )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --out file."})
-    # Data
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "A Hugging Face dataset (Hub id or path)."}
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Its configuration name."})
-    split: str = field(default="train", metadata={"help": "Split the heads train on (--dataset_name)."})
-    eval_split: str | None = field(
-        default="validation",
-        metadata={
-            "help": "Split they are scored on (--dataset_name); empty: hold out --train_val_split of --split."
-        },
-    )
-    image_column: str = field(default="image", metadata={"help": "Column of the images (--dataset_name)."})
-    label_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "Column of the masks / depth maps (default: annotation, label, depth_map, ... if present)."
-        },
-    )
-    images: str | None = field(default=None, metadata={"help": "Folder of training images."})
-    masks: str | None = field(
-        default=None, metadata={"help": "Folder of class-index masks, paired with --images by relative path."}
-    )
-    depths: str | None = field(
-        default=None,
-        metadata={"help": "Folder of depth maps (16-bit PNG, float TIFF, .npy), paired by path."},
-    )
-    eval_images: str | None = field(default=None, metadata={"help": "Folder of evaluation images."})
-    eval_masks: str | None = field(default=None, metadata={"help": "Their masks (segmentation)."})
-    eval_depths: str | None = field(default=None, metadata={"help": "Their depth maps (depth)."})
-    train_val_split: float = field(
-        default=0.25,
-        metadata={
-            "help": "Share of the pairs held out for scoring when no evaluation set is given (seeded)."
-        },
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use at most this many training pairs."}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Score at most this many pairs."})
-    # Labels
-    num_classes: int | None = field(
-        default=None, metadata={"help": "Classes (default: the largest training class index + 1)."}
-    )
-    reduce_zero_label: bool = field(
-        default=False, metadata={"help": "0 means 'no label' and other classes shift down by one (ADE20k)."}
-    )
-    ignore_index: str | None = field(
-        default=None,
-        metadata={
-            "help": "Stored mask value that is not scored: a number, -1 for none, or auto (default: 255 when 255 "
-            "cannot be a class)."
-        },
-    )
-    depth_scale: float | None = field(
-        default=None,
-        metadata={
-            "help": "Stored depth / depth_scale = depth. Default: 1000 for integer maps (mm), 1 for floats."
-        },
-    )
-    min_depth: float = field(
-        default=1e-3, metadata={"help": "Depths at or below this are invalid (not scored)."}
-    )
-    max_depth: float = field(
-        default=10.0, metadata={"help": "Depth limit (NYUv2: 10 m); pixels at or beyond it are invalid."}
-    )
-    eval_crop: str | None = field(
-        default=None,
-        metadata={
-            "help": "Score depth only inside top,bottom,left,right of each map (NYUv2's Eigen crop: 45,471,41,601)."
-        },
-    )
-    depth_bins: int = field(
-        default=256, metadata={"help": "Bins of the depth head (DINOv2's linear probe: 256)."}
-    )
-    # Protocol
-    crop_size: int | None = field(
-        default=None,
-        metadata={
-            "help": f"Training crop and test window side (default {PAPER_CROP_SIZE}, rounded to the patch size)."
-        },
-    )
-    stride: int | None = field(
-        default=None,
-        metadata={
-            "help": f"Sliding-window stride at test (default crop * {PAPER_STRIDE}/{PAPER_CROP_SIZE})."
-        },
-    )
-    short_side: int | None = field(
-        default=None,
-        metadata={
-            "help": "Images are rescaled so the short side is this before augmentation and at test (default: "
-            "the crop size; 0 keeps their size)."
-        },
-    )
-    min_scale: float = field(default=0.5, metadata={"help": "Smallest random rescale factor."})
-    max_scale: float = field(default=2.0, metadata={"help": "Largest random rescale factor."})
-    hflip: bool = field(default=True, metadata={"help": "Random horizontal flips."})
-    photometric: bool = field(
-        default=True, metadata={"help": "Photometric jitter (brightness, contrast, saturation)."}
-    )
-    feature_cache: str = field(
-        default="auto",
-        metadata={
-            "help": "auto: cache frozen features when augmentation is off; on: cache --cached_copies "
-            "augmented crops per pair; off: run the backbone every step."
-        },
-    )
-    cached_copies: int = field(
-        default=4, metadata={"help": "Augmented crops per pair with --feature_cache on."}
-    )
-    max_steps: int = field(default=20000, metadata={"help": "Training steps of each head (paper: 20k)."})
-    per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Crops per step and process (paper: 8)."}
-    )
-    eval_batch_size: int = field(default=8, metadata={"help": "Windows (or cached crops) per backbone pass."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (paper: 1e-3)."})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (paper: 1e-4)."})
-    poly_power: float = field(default=1.0, metadata={"help": "lr = lr0 * (1 - step / max_steps) ** power."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps before the poly decay."})
-    seed: int = field(
-        default=0, metadata={"help": "Seeds head initialisation, crops and order (same for every model)."}
-    )
-    mixed_precision: str = field(
-        default="auto", metadata={"help": "auto (bf16 on GPUs that support it, else fp32), no, bf16 or fp16."}
-    )
-    dataloader_num_workers: int = field(default=0, metadata={"help": "Workers decoding training crops."})
-    base_revision: str | None = field(default=None, metadata={"help": "Hub revision of --base."})
-
-    def __post_init__(self) -> None:
-        probe_data.check_task(self.task)
-        if self.feature_cache not in ("auto", "on", "off"):
-            raise ValueError(f"--feature_cache must be auto, on or off, got {self.feature_cache!r}.")
-        for name in (
-            "max_steps",
-            "per_device_train_batch_size",
-            "eval_batch_size",
-            "cached_copies",
-            "num_views",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
-        if not 0 < self.min_scale <= self.max_scale:
-            raise ValueError(
-                f"Need 0 < --min_scale <= --max_scale, got {self.min_scale} and {self.max_scale}."
-            )
-        if self.task == "depth" and not 0 <= self.min_depth < self.max_depth:
-            raise ValueError(
-                f"Need 0 <= --min_depth < --max_depth, got {self.min_depth} and {self.max_depth}."
-            )
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError(f"--num_classes must be >= 1, got {self.num_classes}.")
-        self.label_settings().rule  # noqa: B018 - refuses an ignore value that is also a class, naming both
-        self.parsed_eval_crop()
-
-    def parsed_eval_crop(self) -> tuple[int, int, int, int] | None:
-        if self.eval_crop is None or self.eval_crop == "":
-            return None
-        try:
-            top, bottom, left, right = (int(v) for v in str(self.eval_crop).split(","))
-        except ValueError:
-            raise ValueError(
-                f"--eval_crop must be top,bottom,left,right (e.g. 45,471,41,601), got {self.eval_crop!r}."
-            ) from None
-        if not (0 <= top < bottom and 0 <= left < right):
-            raise ValueError(
-                f"--eval_crop {self.eval_crop} is an empty region; need top < bottom, left < right."
-            )
-        return top, bottom, left, right
-
-    def label_settings(self) -> LabelSettings:
-        from .label_maps import parse_ignore_index
-
-        return LabelSettings(
-            self.task,
-            self.reduce_zero_label,
-            self.depth_scale,
-            self.min_depth,
-            self.max_depth,
-            num_classes=self.num_classes,
-            ignore_index=parse_ignore_index(self.ignore_index),
-            eval_crop=self.parsed_eval_crop(),
-        )
+from .ttr_rows import ttr_report
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -666,8 +453,10 @@ def make_accelerator(mixed_precision: str = "auto"):
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tuple]:
-    """Base (as a 0-register PH-Reg model), optionally its denoised teacher, and the student; plus the image
-    mean / std (the student's processor, else the base's)."""
+    """Base (as a 0-register PH-Reg model), optionally its denoised teacher, the student, and with
+    `--test_time_registers` / `--ttr_images` the test-time-registers model (`ttr_rows.load_ttr_model`); plus the
+    image mean / std (the student's processor, else the base's)."""
+    from accelerate import PartialState
     from transformers import AutoModel
 
     from ..data import IMAGENET_MEAN, IMAGENET_STD
@@ -681,6 +470,7 @@ def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tupl
         check_model_source,
         load_image_processor,
     )
+    from .ttr_rows import load_ttr_model
 
     if not args.base or not args.student:
         raise ValueError(
@@ -705,6 +495,12 @@ def load_models(args: ProbeArguments) -> tuple[dict[str, nn.Module], tuple, tupl
             base, fill_value=normalized_fill_value(mean, std), num_views=args.num_views
         )
     models["student"] = student
+    state = PartialState()  # each process searches on its own device (the same images: the same neurons)
+    ttr = load_ttr_model(
+        args, base, processor=processor, device=state.device, announce=state.is_local_main_process
+    )
+    if ttr is not None:
+        models["test_time_registers"] = ttr
     return models, mean, std
 
 
@@ -728,6 +524,7 @@ def probe(args: ProbeArguments) -> dict:
         rows,
         base_model=args.base,
         student=args.student,
+        **ttr_report(args, models.get("test_time_registers")),
         runtime_s=round(time.perf_counter() - start, 2),
     )
     if args.out and probe_runner.accelerator.is_main_process:
@@ -744,7 +541,8 @@ def probe_main(argv: Sequence[str] | None = None) -> int:
         ProbeArguments,
         argv,
         "phreg probe",
-        "Linear-probe segmentation / depth on frozen base and student features (the paper's protocol).",
+        "Linear-probe segmentation / depth on frozen base and student features (the paper's protocol); "
+        "optionally the denoised teacher and the test-time-registers baseline beside them.",
         probe,
     )
     if code is not None:

@@ -25,7 +25,8 @@ and is left out of the mean, as in mmsegmentation. Masks are read by `label_maps
     phreg eval-segmentation --model STUDENT --base BASE --benchmark voc21 --data_root data/ --out report.json
 
 `--test_time_registers DIR` adds the training-free baseline (Jiang et al. 2025, a test-time-registers model made
-from `--base` by `phreg test-time-registers`) as two more rows, through the MaskCLIP and the NACLIP paths.
+from `--base` by `phreg test-time-registers`) as two more rows, through the MaskCLIP and the NACLIP paths;
+`--ttr_images DIR` builds that model on the fly from `--base` and a folder of images instead (`ttr_rows`).
 
 `--benchmark NAME` takes the class file, settings, label rule and layout of one of the paper's benchmarks
 (`presets.SEGMENTATION_PRESETS`); every option given on the command line still wins, and the report lists what
@@ -51,6 +52,19 @@ from ..models.pipeline_phreg_segmentation import (
     DEFAULT_STRIDE,
 )
 from .label_maps import IGNORED, LabelRule, load_image_and_label, parse_ignore_index
+from .ttr_rows import (
+    check_ttr_options,
+    has_test_time_registers,
+    load_ttr_model,
+    test_time_registers_field,
+    ttr_images_field,
+    ttr_min_images_field,
+    ttr_model_name,
+    ttr_report,
+)
+
+# What --test_time_registers / --ttr_images add, for their help.
+TTR_ROW_NAMES = "the rows test_time_registers_maskclip and test_time_registers_naclip"
 
 # Settings a preset sets and an option overrides, with the value used when neither gives one.
 BUILTIN_SETTINGS = {
@@ -141,13 +155,9 @@ class EvalSegmentationArguments:
     model: str = field(metadata={"help": "Folder or Hub id of the PH-Reg CLIP student."})
     base: str = field(metadata={"help": "Folder or Hub id of the base CLIP it was distilled from."})
     out: str = field(metadata={"help": "Where the JSON report goes (e.g. report.json)."})
-    test_time_registers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a test-time-registers model of --base (`phreg test-time-registers --out`): adds the "
-            "rows test_time_registers_maskclip and test_time_registers_naclip, the training-free baseline."
-        },
-    )
+    test_time_registers: str | None = test_time_registers_field(TTR_ROW_NAMES)
+    ttr_images: str | None = ttr_images_field(TTR_ROW_NAMES)
+    ttr_min_images: int = ttr_min_images_field()
     benchmark: str | None = field(
         default=None,
         metadata={
@@ -263,6 +273,7 @@ class EvalSegmentationArguments:
             check_output_file(self.out, "--out", self.overwrite)  # never a file of a model folder
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"--max_images must be >= 1, got {self.max_images}.")
+        check_ttr_options(self)
         # Unset values come from the preset or the built-in defaults, which are valid.
         check_segmenter_settings(
             BUILTIN_SETTINGS["logit_scale"] if self.logit_scale is None else self.logit_scale,
@@ -430,10 +441,11 @@ def finite(value: float) -> float | None:
 
 
 def model_names(args) -> dict[str, str]:
-    """Row option -> how the user named that model (`--base`, `--model`, `--test_time_registers` if given)."""
+    """Row option -> how the user named that model (`--base`, `--model`, and `--test_time_registers` or what
+    `--ttr_images` built it from, if given)."""
     names = {"base": args.base, "model": args.model}
-    if args.test_time_registers is not None:
-        names["test_time_registers"] = args.test_time_registers
+    if has_test_time_registers(args):
+        names["test_time_registers"] = ttr_model_name(args)
     return names
 
 
@@ -471,13 +483,13 @@ def write_json_atomically(path: str | Path, report: dict) -> Path:
     return path
 
 
-def load_base_and_student(base: str, model: str, device, test_time_registers: str | None = None) -> dict:
+def load_base_and_student(base: str, model: str, device, ttr=None) -> dict:
     """`{"base": (model, tokenizer, processor), "model": ...}` for `--base` and `--model`, refused unless the
     student was distilled from that base (`check_base_is_stock_clip`, `check_clip_student_matches_base`); with
-    `test_time_registers` (a folder) also `"test_time_registers"`, refused unless made from `--base`
-    (`load_test_time_registers`), with the base's tokenizer and processor."""
+    `ttr` (options holding test_time_registers / ttr_images / ttr_min_images) giving one, also
+    `"test_time_registers"` (`ttr_rows.load_ttr_model`: a folder refused unless made from `--base`, or one built
+    on the fly), with the base's tokenizer and processor."""
     from .segmentation import load_segmentation_model
-    from .test_time_registers import load_test_time_registers
 
     check_base_is_stock_clip(base)
     loaded = {
@@ -485,10 +497,10 @@ def load_base_and_student(base: str, model: str, device, test_time_registers: st
         "model": load_segmentation_model(model, device=device, option="--model"),
     }
     check_clip_student_matches_base(loaded["base"][0], loaded["model"][0], base, model)
-    if test_time_registers is not None:
+    if ttr is not None and has_test_time_registers(ttr):
         base_model, tokenizer, processor = loaded["base"]
-        ttr = load_test_time_registers(test_time_registers, base_model, base)
-        loaded["test_time_registers"] = (ttr.to(device) if device is not None else ttr, tokenizer, processor)
+        ttr_model = load_ttr_model(ttr, base_model, processor=processor, device=device)
+        loaded["test_time_registers"] = (ttr_model, tokenizer, processor)
     return loaded
 
 
@@ -509,10 +521,8 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
     if args.check_data:
         return check_data_report(args, rule, progress)
     pairs, description = labelled_pairs(args)
-    loaded = load_base_and_student(
-        args.base, args.model, resolve_device(args.device), args.test_time_registers
-    )
-    rows = segmentation_rows(args.test_time_registers is not None)
+    loaded = load_base_and_student(args.base, args.model, resolve_device(args.device), args)
+    rows = segmentation_rows(has_test_time_registers(args))
     segmenters = build_segmenters(loaded, rows, classes, settings, args.batch_size)
     total = len(pairs) if isinstance(pairs, list) else None
     accumulators, count = score_rows(segmenters, pairs, rule, args.max_images, progress, total=total)
@@ -528,6 +538,7 @@ def evaluate_segmentation(args: EvalSegmentationArguments, progress: bool = True
         "rows": rows_report(rows, accumulators, model_names(args), names),
         "args": asdict(args),
     }
+    report.update(ttr_report(args, loaded.get("test_time_registers", (None,))[0]))
     write_json_atomically(args.out, report)
     return report
 

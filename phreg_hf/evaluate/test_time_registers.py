@@ -42,6 +42,8 @@ DEFAULT_DETECT_OUTLIERS_LAYER = -1
 DEFAULT_TOP_K = 10
 # register_neurons.ipynb runs the search on 100 images (processed_image_cnt=100); fewer is refused.
 DEFAULT_MIN_IMAGES = 100
+# The published search runs on about 1000 images (the paper); more than that adds little and costs a pass each.
+DEFAULT_MAX_IMAGES = 1000
 PUBLISHED_SETTINGS = {
     "facebook/dinov2-large": dict(detect_outliers_layer=-2, norm_threshold=150.0, highest_layer=17, top_k=50),
     "laion/CLIP-ViT-B-16-laion2B-s34B-b88K": dict(
@@ -172,12 +174,11 @@ def load_test_time_registers(
     from ..models.modeling_phreg_ttr import PhregTestTimeRegistersModel, vision_tower
 
     folder = Path(folder)
-    config = folder / "config.json"
-    if not config.is_file():
+    if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"--test_time_registers {folder} has no config.json; pass the --out folder of `phreg test-time-registers`."
         )
-    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    model_type = saved_model_type(folder)
     if model_type != PhregTestTimeRegistersConfig.model_type:
         raise ValueError(
             f"--test_time_registers {folder} holds a '{model_type}' model, not a test-time-registers model; make one "
@@ -205,12 +206,103 @@ def load_test_time_registers(
     return model
 
 
+def saved_model_type(folder: str | os.PathLike) -> str | None:
+    """The `model_type` of `folder/config.json`, or None when there is no such file or it is not a JSON object."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def build_test_time_registers(
+    base: str,
+    images: str | os.PathLike,
+    *,
+    processor=None,
+    base_revision: str | None = None,
+    device: str | torch.device | None = None,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    min_images: int = DEFAULT_MIN_IMAGES,
+    norm_threshold: float = DEFAULT_NORM_THRESHOLD,
+    detect_outliers_layer: int = DEFAULT_DETECT_OUTLIERS_LAYER,
+    top_k: int = DEFAULT_TOP_K,
+    highest_layer: int | None = None,
+    resolution: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+):
+    """The test-time-registers model of `base` (a Hub id or folder), its register neurons found on the folder
+    `images`, built in memory (float32, eval mode, on CPU): what `phreg test-time-registers` saves.
+
+    A fresh copy of the base is loaded, as `from_base` hooks the modules of the model it wraps.
+
+    Args:
+        processor: the image processor the images go through (default: the base's own).
+        max_images: use at most this many readable images (sorted order); 0 for all.
+        resolution: side of the center crop (default: the processor's crop size, else the model's image size).
+        min_images, norm_threshold, detect_outliers_layer, top_k, highest_layer: see `find_register_neurons`.
+
+    Returns:
+        `(model, neurons, settings)`: the settings of the search (as recorded in the model's config) plus
+        `num_skipped`, the unreadable files left out.
+    """
+    from transformers import AutoImageProcessor, AutoModel
+
+    from ..data import ImageTransform, load_images
+    from ..models.modeling_phreg_ttr import PhregTestTimeRegistersModel
+    from .model_checks import check_finite_weights, check_resolution, default_resolution, resolve_device
+
+    for name, value in (("batch_size", batch_size), ("top_k", top_k), ("min_images", min_images)):
+        if value < 1:
+            raise ValueError(f"--{name} must be at least 1, got {value}.")
+    stock = AutoModel.from_pretrained(base, revision=base_revision).float().eval()
+    model_type = getattr(stock.config, "model_type", None)
+    if model_type not in TTR_BASE_MODEL_TYPES:
+        raise ValueError(
+            f"--base {base} is a '{model_type}' model; test-time registers support {list(TTR_BASE_MODEL_TYPES)}."
+        )
+    check_finite_weights(stock, "--base", base)
+    if processor is None:
+        processor = AutoImageProcessor.from_pretrained(base, revision=base_revision)
+    vision_config = getattr(stock.config, "vision_config", None) or stock.config
+    resolution = resolution or default_resolution(processor, vision_config)
+    check_resolution(resolution, vision_config.patch_size)
+    transform = ImageTransform.from_image_processor(processor, resolution, random_crop=False)
+    loaded = load_images(images, transform, max_images or None)
+    device = resolve_device(device) if not isinstance(device, torch.device) else device
+    stock.to(device)
+    batches = (batch.to(device) for batch in loaded.pixel_values.split(batch_size))
+    neurons, settings = find_register_neurons(
+        stock,
+        batches,
+        norm_threshold=norm_threshold,
+        detect_outliers_layer=detect_outliers_layer,
+        top_k=top_k,
+        highest_layer=highest_layer,
+        min_images=min_images,
+        progress=progress,
+    )
+    settings = {**settings, "base": base, "images": str(images), "resolution": resolution}
+    model = PhregTestTimeRegistersModel.from_base(stock.cpu(), neurons, search_settings=settings).eval()
+    return model, neurons, {**settings, "num_skipped": loaded.num_skipped}
+
+
+def format_register_neurons(neurons: dict[int, list[int]]) -> list[str]:
+    """One line per block: `  block  3: 12, 40`."""
+    return [f"  block {layer:>2}: {', '.join(str(i) for i in ids)}" for layer, ids in neurons.items()]
+
+
 __all__ = [
     "DEFAULT_DETECT_OUTLIERS_LAYER",
+    "DEFAULT_MAX_IMAGES",
     "DEFAULT_MIN_IMAGES",
     "DEFAULT_NORM_THRESHOLD",
     "DEFAULT_TOP_K",
     "PUBLISHED_SETTINGS",
+    "build_test_time_registers",
     "find_register_neurons",
+    "format_register_neurons",
     "load_test_time_registers",
+    "saved_model_type",
 ]

@@ -16,23 +16,22 @@ test-time-registers model (the search itself: `test_time_registers.find_register
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.configuration_phreg_ttr import TTR_BASE_MODEL_TYPES, PhregTestTimeRegistersConfig
+from ..models.configuration_phreg_ttr import PhregTestTimeRegistersConfig
 from .test_time_registers import (
     DEFAULT_DETECT_OUTLIERS_LAYER,
+    DEFAULT_MAX_IMAGES,
     DEFAULT_MIN_IMAGES,
     DEFAULT_NORM_THRESHOLD,
     DEFAULT_TOP_K,
-    find_register_neurons,
+    build_test_time_registers,
+    format_register_neurons,
+    saved_model_type,
 )
-
-# The published search runs on about 1000 images (the paper); more than that adds little and costs a pass each.
-DEFAULT_MAX_IMAGES = 1000
 
 
 @dataclass
@@ -102,12 +101,7 @@ def check_test_time_registers_out(out: str | os.PathLike, base: str, overwrite: 
             f"--out {out} is the --base folder; saving there would replace the base model. Pass another --out."
         )
     if out.is_dir() and any(out.iterdir()):
-        config = out / "config.json"
-        try:
-            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError, AttributeError):
-            model_type = None
-        if model_type != PhregTestTimeRegistersConfig.model_type:
+        if saved_model_type(out) != PhregTestTimeRegistersConfig.model_type:
             raise ValueError(
                 f"--out {out} already holds files that are not a test-time-registers model; it is never written "
                 "into, even with --overwrite. Pass an empty or new folder."
@@ -123,18 +117,11 @@ def check_test_time_registers_out(out: str | os.PathLike, base: str, overwrite: 
 def make_test_time_registers(args: TestTimeRegistersArguments) -> tuple[dict[int, list[int]], dict, Path]:
     """Find the register neurons of `args.base` on `args.images` and save the model to `args.out`; returns
     `(neurons, search settings, out)`. Every check that needs no weights runs first."""
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoImageProcessor
 
-    from ..data import ImageTransform, list_image_files, load_images
+    from ..data import list_image_files
     from ..file_checks import check_local_weights
-    from ..models.modeling_phreg_ttr import PhregTestTimeRegistersModel
-    from .artifacts import (
-        check_finite_weights,
-        check_model_source,
-        check_resolution,
-        default_resolution,
-        resolve_device,
-    )
+    from .artifacts import check_model_source, resolve_device
 
     list_image_files(args.images)
     check_model_source(args.base, "--base")
@@ -147,37 +134,25 @@ def make_test_time_registers(args: TestTimeRegistersArguments) -> tuple[dict[int
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}.")
     check_local_weights(args.base)
-    device = resolve_device(args.device)
-    base = AutoModel.from_pretrained(args.base, revision=args.base_revision).float().eval()
-    model_type = getattr(base.config, "model_type", None)
-    if model_type not in TTR_BASE_MODEL_TYPES:
-        raise ValueError(
-            f"--base {args.base} is a '{model_type}' model; test-time registers support {list(TTR_BASE_MODEL_TYPES)}."
-        )
-    check_finite_weights(base, "--base", args.base)
     processor = AutoImageProcessor.from_pretrained(args.base, revision=args.base_revision)
-    vision_config = getattr(base.config, "vision_config", None) or base.config
-    resolution = args.resolution or default_resolution(processor, vision_config)
-    check_resolution(resolution, vision_config.patch_size)
-    transform = ImageTransform.from_image_processor(processor, resolution, random_crop=False)
-    loaded = load_images(args.images, transform, args.max_images or None)
-    base.to(device)
-    batches = (batch.to(device) for batch in loaded.pixel_values.split(args.batch_size))
-    neurons, settings = find_register_neurons(
-        base,
-        batches,
+    model, neurons, settings = build_test_time_registers(
+        args.base,
+        args.images,
+        processor=processor,
+        base_revision=args.base_revision,
+        device=resolve_device(args.device),
+        max_images=args.max_images,
+        min_images=args.min_images,
         norm_threshold=args.norm_threshold,
         detect_outliers_layer=args.detect_outliers_layer,
         top_k=args.top_k,
         highest_layer=args.highest_layer,
-        min_images=args.min_images,
-        progress=True,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
     )
-    settings = {**settings, "base": args.base, "images": str(args.images), "resolution": resolution}
-    model = PhregTestTimeRegistersModel.from_base(base.cpu(), neurons, search_settings=settings)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    return neurons, {**settings, "num_skipped": loaded.num_skipped}, out
+    return neurons, settings, out
 
 
 def test_time_registers_main(argv: Sequence[str] | None = None) -> int:
@@ -203,8 +178,7 @@ def test_time_registers_main(argv: Sequence[str] | None = None) -> int:
         f"Register neurons of {args.base}, found on {settings['num_images']} images "
         f"({settings['num_images_with_outliers']} with outliers{skipped}):"
     )
-    for layer, ids in neurons.items():
-        print(f"  block {layer:>2}: {', '.join(str(i) for i in ids)}")
+    print("\n".join(format_register_neurons(neurons)))
     print(f"Saved the test-time-registers model to {out}")
     return 0
 

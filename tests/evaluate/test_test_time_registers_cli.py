@@ -8,7 +8,12 @@ import pytest
 from hub_helpers import image_processor
 
 # The planted model of tests/models/test_test_time_registers.py: one neuron fires hugely at three tokens.
-from models.test_test_time_registers import PLANTED_LAYER, PLANTED_NEURON, planted_dinov2
+from models.test_test_time_registers import (
+    PLANTED_LAYER,
+    PLANTED_NEURON,
+    planted_dinov2,
+    planted_signed_dinov2,
+)
 from PIL import Image
 from transformers import AutoModel
 
@@ -93,17 +98,11 @@ def test_bad_input_is_refused_with_the_fix(folders, tmp_path, capsys):
 def test_phreg_eval_measures_the_test_time_registers_row_beside_the_others(folders, tmp_path, capsys):
     import json
 
-    import torch
     from conftest import make_base
 
     from phreg_hf.models.modeling_phreg import student_from_base
 
-    # The planted neuron writes a constant vector, which the final layer norm removes; here it writes a signed
-    # pattern, so that its outliers survive the norm as position-locked tokens, what `phreg eval` measures.
-    base = planted_dinov2()
-    with torch.no_grad():
-        column = base.encoder.layer[PLANTED_LAYER].mlp.fc2.weight[:, PLANTED_NEURON]
-        column.copy_(20.0 * torch.tensor([(-1.0) ** i for i in range(column.numel())]))
+    base = planted_signed_dinov2()  # its outliers survive the final norm, what `phreg eval` measures
     for name, model in (("base", base), ("student", student_from_base(base, 2))):
         model.save_pretrained(tmp_path / name)
         image_processor().save_pretrained(tmp_path / name)

@@ -62,6 +62,16 @@ def planted_dinov2():
     return model
 
 
+def planted_signed_dinov2():
+    """`planted_dinov2` whose neuron writes a signed pattern instead of a constant vector (which the final layer
+    norm removes), so that its outliers survive the norm as position-locked tokens, what `phreg eval` measures."""
+    model = planted_dinov2()
+    with torch.no_grad():
+        column = model.encoder.layer[PLANTED_LAYER].mlp.fc2.weight[:, PLANTED_NEURON]
+        column.copy_(20.0 * torch.tensor([(-1.0) ** i for i in range(column.numel())]))
+    return model
+
+
 def patch_norms(hidden_state):
     # Block outputs (before the final norm), where the method looks for outliers.
     return hidden_state[:, 1:].norm(dim=-1)  # (B, h*w)
