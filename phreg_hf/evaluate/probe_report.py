@@ -62,8 +62,11 @@ def format_probe_table(report: dict) -> str:
     key0, label0, higher0 = metrics[0]
     rows = report["rows"]
     names = [n for n in REPORT_MODEL_ORDER if n in rows] + [n for n in rows if n not in REPORT_MODEL_ORDER]
-    header = f"{'model':<10}" + "".join(f"{label:>12}" for _, label, _ in metrics) + f"{'vs base':>12}"
-    directions = f"{'better:':<10}" + "".join(f"{'(higher)' if h else '(lower)':>12}" for _, _, h in metrics)
+    width = max([10, *(len(name) + 1 for name in names)])  # e.g. "test_time_registers"
+    header = f"{'model':<{width}}" + "".join(f"{label:>12}" for _, label, _ in metrics) + f"{'vs base':>12}"
+    directions = f"{'better:':<{width}}" + "".join(
+        f"{'(higher)' if h else '(lower)':>12}" for _, _, h in metrics
+    )
     lines = [header, directions, "-" * len(header)]
     scale = {"mIoU": 100.0, "pixel_accuracy": 100.0, "delta1": 100.0}
     for name in names:
@@ -75,7 +78,7 @@ def format_probe_table(report: dict) -> str:
         delta = ""
         if name != "base" and row.get(key0) is not None and rows.get("base", {}).get(key0) is not None:
             delta = f"{(row[key0] - rows['base'][key0]) * scale.get(key0, 1.0):>+12.2f}"
-        lines.append(f"{name:<10}{cells}{delta}")
+        lines.append(f"{name:<{width}}{cells}{delta}")
     unit = " (mIoU, pixel acc, delta1 in %)" if report["task"] == "segmentation" else " (delta1 in %)"
     lines.append(
         f"({report['num_train_pairs']} training pairs: {report['train_data']}; {report['num_eval_pairs']} scored: "
