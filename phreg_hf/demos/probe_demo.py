@@ -30,8 +30,18 @@ No labelled dense dataset and no pretrained weights can be downloaded here, so b
   which no linear head can undo; this is the synthetic stand-in for that loss.
 
 `run_probe_demo` distills a student from it with `examples/distill.py`'s demo settings (no labels), then probes
-the clean model (same weights, nothing planted), the planted one, its denoised teacher and the student with the
-same head initialisation, crops and seed (`probe.LinearProbe`).
+the clean model (same weights, nothing planted), the planted one, its denoised teacher, the student and the
+training-free baseline, test-time registers (`demo_test_time_registers`), with the same head initialisation, crops
+and seed (`probe.LinearProbe`).
+
+The test-time-registers search (`evaluate.test_time_registers.find_register_neurons`) keeps the published
+`detect_outliers_layer=-1` and `top_k=10`, but not its absolute norm threshold: the published 30 (OpenCLIP-B) and
+150 (DINOv2-L) are set against those models' own norms, and in this 64-wide model no patch comes near 30 (the
+planted ones are about 23-25 at the last block, ordinary ones under 10, median about 4). The demo's threshold is
+`TTR_NORM_TO_MEDIAN` (4) times the median patch norm at that block over the search images, which falls between the
+two groups (every image's 12 planted patches, and no other patch, are outliers). The search runs on the probe's
+training images only (never on the scored ones), so `min_images` is their number (48 with the defaults), not the
+published 100: the demo has no more images.
 """
 
 from __future__ import annotations
@@ -46,6 +56,9 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import PreTrainedModel
 
+from ..evaluate.metrics_table import TEST_TIME_REGISTERS_ROW
+from ..evaluate.test_time_registers import DEFAULT_DETECT_OUTLIERS_LAYER, DEFAULT_TOP_K
+
 # What the probe demo plants in the distill demo's model (`synthetic.build_planted_artifact_model` arguments, plus
 # how many grid positions, drawn with `position_seed`). See the module docstring for why this dose.
 PROBE_DEMO_ARTIFACTS = dict(
@@ -54,6 +67,12 @@ PROBE_DEMO_ARTIFACTS = dict(
 # Changes to examples/distill.py's demo settings for the probe demo (DistillArguments fields): none.
 PROBE_DEMO_DISTILL: dict = {}
 SYNTHETIC_DESCRIPTION = "synthetic planted-artifact dinov2 (random init, not pretrained)"
+# Test-time registers (see the module docstring): the outlier threshold is this multiple of the median patch norm at
+# block `detect_outliers_layer`; the other search settings are the published defaults (`find_register_neurons`).
+TTR_NORM_TO_MEDIAN = 4.0
+TTR_DETECT_OUTLIERS_LAYER = DEFAULT_DETECT_OUTLIERS_LAYER
+TTR_TOP_K = DEFAULT_TOP_K
+DEMO_ROWS = ("clean", "base", "teacher", "student", TEST_TIME_REGISTERS_ROW)
 
 NUM_SHAPE_CLASSES = 3
 # Tints of classes 1..3 (class 0 is the untouched photo).
@@ -172,6 +191,53 @@ def distill_demo_student(
     return student, time.perf_counter() - start
 
 
+@torch.no_grad()
+def demo_test_time_registers(pixel_values: torch.Tensor, batch_size: int = 16) -> PreTrainedModel:
+    """Test-time registers on the planted model (`build_probe_demo_model()`), its register neurons found on
+    `pixel_values` (`(N, 3, H, W)` normalized images, all of them required: `min_images=N`) with the outlier
+    threshold `TTR_NORM_TO_MEDIAN` x their median patch norm at block `TTR_DETECT_OUTLIERS_LAYER` (module
+    docstring). The search settings, the median and the rule are recorded in `config.search_settings`."""
+    from ..evaluate.test_time_registers import find_register_neurons
+    from ..models.modeling_phreg_ttr import PhregTestTimeRegistersModel, num_prefix_tokens
+
+    base = build_probe_demo_model()
+    layer = TTR_DETECT_OUTLIERS_LAYER % base.config.num_hidden_layers
+    batches = pixel_values.split(batch_size)
+    start = num_prefix_tokens(base)
+    norms = torch.cat(
+        [
+            base(pixel_values=b, output_hidden_states=True).hidden_states[layer + 1][:, start:].norm(dim=-1)
+            for b in batches
+        ]
+    )  # hidden_states[0] is the embeddings' output, [i + 1] block i's
+    median = float(norms.median())
+    neurons, settings = find_register_neurons(
+        base,
+        batches,
+        norm_threshold=TTR_NORM_TO_MEDIAN * median,
+        detect_outliers_layer=TTR_DETECT_OUTLIERS_LAYER,
+        top_k=TTR_TOP_K,
+        min_images=len(pixel_values),
+    )
+    settings["norm_threshold_rule"] = (
+        f"{TTR_NORM_TO_MEDIAN:g} x the median patch norm ({median:.3f}) at block {TTR_DETECT_OUTLIERS_LAYER} over "
+        f"the {len(pixel_values)} search images"
+    )
+    return PhregTestTimeRegistersModel.from_base(base, neurons, search_settings=settings).eval()
+
+
+def _source_pixels(source, image_mean, image_std) -> torch.Tensor:
+    """`(N, 3, H, W)` normalized pixels of a probe `LabelledSource`'s images (all of one size, as the demo's)."""
+    from ..evaluate.probe_data import decode_rgb, normalize, to_tensor
+
+    return torch.stack(
+        [
+            normalize(to_tensor(decode_rgb(image, name)), image_mean, image_std)
+            for image, name in zip(source.images, source.names, strict=True)
+        ]
+    )
+
+
 def demo_probe_arguments(images: Path, masks: Path, seed: int = 0, max_steps: int = 1500, **overrides):
     """`ProbeArguments` of the demo: the paper's head, optimiser and poly decay at the tiny model's native
     112 px (crop = image = one window), no augmentation (so features are cached), `max_steps` steps."""
@@ -202,18 +268,24 @@ def run_probe_demo(
     distill_steps: int = 400,
     probe_steps: int = 1500,
     seed: int = 0,
-    rows: tuple[str, ...] = ("clean", "base", "teacher", "student"),
+    rows: tuple[str, ...] = DEMO_ROWS,
     progress: bool = False,
 ) -> dict:
     """Distill the demo student, then probe the models named in `rows` on the synthetic shapes set (2/3 train,
     1/3 scored): "clean" (the same random weights, nothing planted), "base" (the planted-artifact model),
-    "teacher" (its denoised teacher, K = 10 views) and "student". `seed` draws the shapes, the distillation and
-    the probe. Returns the probe report (`probe.build_report`) with "distill_runtime_s" and "runtime_s"."""
+    "teacher" (its denoised teacher, K = 10 views), "student" and "test_time_registers" (the planted model with
+    test-time registers, its neurons found on the training images: `demo_test_time_registers`). `seed` draws the
+    shapes, the distillation and the probe. Returns the probe report (`probe.build_report`) with
+    "distill_runtime_s", "runtime_s" and, with the test-time-registers row, "test_time_registers_search" (the
+    register neurons and search settings)."""
     from ..data import IMAGENET_MEAN, IMAGENET_STD
     from ..evaluate.probe import LinearProbe, build_report, prepare_data
     from ..models.modeling_phreg import student_from_base
     from ..teacher import DenoisingTeacher, normalized_fill_value
 
+    unknown = [row for row in rows if row not in DEMO_ROWS]
+    if unknown:
+        raise ValueError(f"run_probe_demo rows {unknown} are not among {list(DEMO_ROWS)}.")
     start = time.perf_counter()
     owned = work_dir is None
     work_dir = Path(tempfile.mkdtemp(prefix="phreg-probe-demo-") if owned else work_dir)
@@ -237,6 +309,14 @@ def run_probe_demo(
         data = prepare_data(args, IMAGENET_MEAN, IMAGENET_STD, progress=progress)
         data.train.description = f"synthetic shapes on scikit-image photos (seed {seed})"
         data.eval.description = f"{len(data.eval)} held-out synthetic shapes images"
+        extra = {}
+        if TEST_TIME_REGISTERS_ROW in rows:
+            ttr = demo_test_time_registers(_source_pixels(data.train, IMAGENET_MEAN, IMAGENET_STD))
+            models[TEST_TIME_REGISTERS_ROW] = ttr
+            extra["test_time_registers_search"] = dict(
+                register_neurons={str(k): v for k, v in ttr.config.layer_neurons().items()},
+                **ttr.config.search_settings,
+            )
         runner = LinearProbe(args, data, base.patch_size)
         runner.show_progress = progress
         report_rows = runner.run(models)
@@ -249,7 +329,49 @@ def run_probe_demo(
             + (f" changed by {PROBE_DEMO_DISTILL}" if PROBE_DEMO_DISTILL else ""),
             distill_runtime_s=round(distill_seconds, 2),
             runtime_s=round(time.perf_counter() - start, 2),
+            **extra,
         )
     finally:
         if owned:
             shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def summarize_seeds(reports: dict[int, dict]) -> dict[str, dict]:
+    """Per row of the probe reports of several seeds (`{seed: report}`): mIoU and mIoU - base per seed, and their
+    mean and sample standard deviation over the seeds (`statistics.stdev`; 0.0 for one seed), all in %."""
+    import statistics
+
+    names = list(dict.fromkeys(name for report in reports.values() for name in report["rows"]))
+    summary = {}
+    for name in names:
+        values = {seed: 100 * r["rows"][name]["mIoU"] for seed, r in reports.items() if name in r["rows"]}
+        margins = {
+            seed: values[seed] - 100 * r["rows"]["base"]["mIoU"]
+            for seed, r in reports.items()
+            if seed in values and "base" in r["rows"] and name != "base"
+        }
+        entry = {"mIoU": values}
+        for key, series in (("mIoU", values), ("vs_base", margins)):
+            if series:
+                numbers = list(series.values())
+                entry[f"{key}_mean"] = statistics.fmean(numbers)
+                entry[f"{key}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        entry["vs_base"] = margins
+        summary[name] = entry
+    return summary
+
+
+def format_seed_summary(summary: dict[str, dict]) -> str:
+    """The table of `summarize_seeds`: one line per row, mIoU mean +- std and mIoU - base mean +- std (in %)."""
+    width = max([10, *(len(name) + 1 for name in summary)])
+    lines = [f"{'model':<{width}}{'mIoU':>16}{'vs base':>16}   per seed (vs base)"]
+    for name, entry in summary.items():
+        margin = (
+            f"{entry['vs_base_mean']:+7.2f} +- {entry['vs_base_std']:4.2f}"
+            if entry["vs_base"]
+            else f"{'':>16}"
+        )
+        seeds = ", ".join(f"{value:+.2f}" for value in entry["vs_base"].values())
+        line = f"{name:<{width}}{entry['mIoU_mean']:>8.2f} +- {entry['mIoU_std']:4.2f}{margin:>16}   {seeds}"
+        lines.append(line.rstrip())
+    return "\n".join(lines)
