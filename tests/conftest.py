@@ -11,8 +11,13 @@ import textwrap
 import types
 from pathlib import Path
 
-import pytest
-import torch
+# Tiny models run faster on one thread than on two busy ones (OpenMP threads of several processes on 2 shared cores
+# oversubscribe them: a 0.5 s test took 52 s under load). Set before torch is imported, so that the processes the
+# tests start (torchrun, the examples, the benchmarks) inherit it too; an OMP_NUM_THREADS of the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from huggingface_hub import CommitInfo, HfApi, ModelCardData, RepoUrl
 from PIL import Image
 from transformers import (

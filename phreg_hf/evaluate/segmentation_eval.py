@@ -354,15 +354,21 @@ def _folder_pairs(images_root: Path, masks_root: Path) -> Iterator[tuple[str, ob
     for path in list_image_files(images_root, option="--images"):
         relative = path.relative_to(images_root)
         candidates = [
-            (masks_root / relative).with_suffix(ext) for ext in (".png", *sorted(image_extensions()))
+            (masks_root / relative).with_suffix(ext)
+            for ext in dict.fromkeys((".png", *sorted(image_extensions())))
         ]
-        mask_path = next((c for c in candidates if c.is_file()), None)
-        if mask_path is None:
+        found = [c for c in candidates if c.is_file()]
+        if not found:
             raise FileNotFoundError(
                 f"No mask for {path} in --masks {masks_root} (looked for {candidates[0]}); every image needs a label "
                 "map with the same relative path."
             )
-        yield str(relative), path, mask_path
+        if len(found) > 1:  # scoring against one of them, silently, could score the wrong labels
+            raise ValueError(
+                f"--masks {masks_root} holds {len(found)} masks for {relative}: "
+                f"{', '.join(str(c.relative_to(masks_root)) for c in found)}. Remove or rename all but one."
+            )
+        yield str(relative), path, found[0]
 
 
 def iterate_labelled_images(args: EvalSegmentationArguments, rule: LabelRule | None = None):

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from conftest import make_base
 from PIL import Image
 
@@ -21,14 +20,6 @@ from phreg_hf.models.modeling_phreg import student_from_base
 from phreg_hf.synthetic_clip import build_tiny_clip_processor, save_planted_artifact_clip
 
 SMALL = ["--short_side", "32", "--crop_size", "32", "--stride", "16"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

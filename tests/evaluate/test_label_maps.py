@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from phreg_hf.cli import main as phreg_main
@@ -18,15 +17,6 @@ from phreg_hf.evaluate.probe import ProbeArguments
 from phreg_hf.evaluate.segmentation_eval import EvalSegmentationArguments, iterate_labelled_images
 from phreg_hf.models.pipeline_phreg_segmentation import read_class_file
 from phreg_hf.synthetic_clip import save_planted_artifact_clip
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _folder(tmp_path, mask: Image.Image | np.ndarray, mask_name: str = "a.png", image_size=(12, 10)):

@@ -91,3 +91,22 @@ def test_images_are_decoded_as_every_command_decodes_them(tmp_path):
     (images / "grey16.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"grey16\.png cannot be read"):
         list(iterate_labelled_images(args))
+
+
+def test_two_masks_for_one_image_are_refused_naming_both(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    Image.new("RGB", (32, 24)).save(images / "a.jpg")
+    Image.new("L", (32, 24)).save(masks / "a.png")
+    args = EvalSegmentationArguments(
+        model="m",
+        base="b",
+        class_names="c",
+        out=str(tmp_path / "r.json"),
+        images=str(images),
+        masks=str(masks),
+    )
+    assert [name for name, _, _ in iterate_labelled_images(args)] == ["a.jpg"]
+    Image.new("L", (32, 24)).save(masks / "a.bmp")
+    with pytest.raises(ValueError, match=r"2 masks for a\.jpg: a\.png, a\.bmp"):
+        list(iterate_labelled_images(args))
