@@ -40,6 +40,10 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .file_checks import file_sha256
 
+# Defined beside the segmentation pipeline (the file checkpoints carry), so a pipeline input and a command's
+# input become the same RGB image.
+from .models.pipeline_phreg_segmentation import to_rgb
+
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,23 +137,6 @@ def write_sample_images(folder: str | os.PathLike, num_images: int | None = None
         decode_image(path).save(target)
         written.append(target)
     return written
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as RGB; transparent pixels are composited on white, 16-bit grey is rescaled to 8 bits."""
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def open_pil(value) -> Image.Image:

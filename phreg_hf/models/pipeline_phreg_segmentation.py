@@ -34,13 +34,14 @@ numpy, PIL, torch, transformers and our remote-code files (relatively): it trave
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import Pipeline
 
 from .clip_dense import (
@@ -479,6 +480,39 @@ class OpenVocabularySegmenter:
 # The transformers pipeline
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as RGB; transparent pixels are composited on white, 16-bit grey is rescaled to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb_image(image) -> Image.Image:
+    """A pipeline input as an upright RGB PIL image, converted as every phreg command converts images (`to_rgb`).
+
+    A PIL image or a path is opened here: transformers' `load_image` converts with `Image.convert("RGB")`, which
+    clips 16-bit grey (a depth map, a scan) to white instead of rescaling it. A URL or a base64 string is fetched
+    and decoded by `load_image`, as every transformers pipeline does.
+    """
+    from transformers.image_utils import load_image
+
+    if isinstance(image, os.PathLike) or (isinstance(image, str) and os.path.isfile(image)):
+        image = Image.open(image)
+    if not isinstance(image, Image.Image):
+        return load_image(image)
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
 class PhregSegmentationPipeline(Pipeline):
     """Open-vocabulary semantic segmentation: `pipe(image, candidate_labels="background; cat; dog, puppy")`.
 
@@ -511,9 +545,7 @@ class PhregSegmentationPipeline(Pipeline):
         return {}, {}, dict(kwargs)
 
     def preprocess(self, image):
-        from transformers.image_utils import load_image
-
-        return {"image": load_image(image)}
+        return {"image": load_rgb_image(image)}
 
     def _forward(self, model_inputs):
         return model_inputs
@@ -564,8 +596,10 @@ __all__ = [
     "SegmentationResult",
     "check_segmenter_settings",
     "encode_queries",
+    "load_rgb_image",
     "parse_labels",
     "read_class_file",
     "reference_rescale_size",
     "reference_resize",
+    "to_rgb",
 ]

@@ -12,6 +12,7 @@ from transformers import pipeline
 
 from phreg_hf import PhregCLIPModel
 from phreg_hf.cli import main as phreg_main
+from phreg_hf.data import open_image
 from phreg_hf.evaluate.segmentation import save_pretrained_with_pipeline
 from phreg_hf.models.pipeline_phreg_segmentation import (
     OPENAI_IMAGENET_TEMPLATES,
@@ -158,6 +159,31 @@ def test_pipeline_on_a_base_clip_and_with_remote_code_only(base_dir, data, tmp_p
         cwd=str(tmp_path),
     )
     assert "PhregSegmentationPipeline" in result.stdout and "(96, 72)" in result.stdout
+
+
+def test_pipeline_sees_16_bit_grey_and_exif_as_the_commands_do(base_dir, tmp_path, monkeypatch):
+    ramp = (np.arange(32 * 40, dtype=np.uint32).reshape(32, 40) * 50).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")  # mode I;16, values up to 63950
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown rotated by a quarter turn
+    Image.fromarray(np.zeros((32, 40, 3), dtype=np.uint8)).save(tmp_path / "portrait.png", exif=exif)
+    seen = []
+    predict = OpenVocabularySegmenter.predict
+
+    def record(self, image):
+        seen.append(np.asarray(image))
+        return predict(self, image)
+
+    monkeypatch.setattr(OpenVocabularySegmenter, "predict", record)
+    pipe = pipeline(PIPELINE_TASK, model=str(base_dir))
+    grey16 = tmp_path / "grey16.png"
+    for image in (str(grey16), grey16, Image.open(grey16), str(tmp_path / "portrait.png")):
+        pipe(image, candidate_labels=CLASSES, **SMALL)
+    want = np.asarray(open_image(grey16))
+    assert want.min() == 0 and 240 <= want.max() < 255  # rescaled from 16 bits, not clipped to white
+    for got in seen[:3]:
+        assert np.array_equal(got, want)
+    assert seen[3].shape == (40, 32, 3)  # upright
 
 
 def test_phreg_segment_cli(base_dir, data, tmp_path, capsys):
