@@ -172,9 +172,9 @@ class DistillArguments:
         default=None,
         metadata={
             "help": "DataLoader worker processes per training process, which decode and crop the images and read and "
-            "verify their cached teacher targets (0: all in the training process). Default: the CPUs this process "
-            "may use (its affinity, shared among the processes on this machine) minus one for the training "
-            "process, at most 16."
+            "verify their cached teacher targets (0: all in the training process). Default on a GPU: the CPUs this "
+            "process may use (its affinity, shared among the processes on this machine) minus one for the "
+            "training process, at most 16; on the CPU, 0 (the model's threads use every core there)."
         },
     )
     dataloader_prefetch_factor: int = field(

@@ -28,6 +28,20 @@ def test_default_workers_follow_the_cpus_per_process(monkeypatch):
     assert resolve_num_workers(0) == 0 and resolve_num_workers(3) == 3  # given: kept
 
 
+def test_training_on_the_cpu_loads_in_the_training_process_unless_told(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert resolve_num_workers(None, "cuda") == 15
+    assert resolve_num_workers(None, "cpu") == 0  # the model's threads already use every core
+    assert resolve_num_workers(2, "cpu") == 2  # given: kept
+
+
+def test_the_trainer_on_the_cpu_defaults_to_no_workers(tmp_path, sample_images, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    trainer = DistillTrainer(make_args(tmp_path / "out", sample_images[0]), base_model=tiny_planted())
+    assert trainer.accelerator.device.type == "cpu" and trainer.train_dataloader.num_workers == 0
+
+
 def _recording(trainer: DistillTrainer) -> list[dict]:
     """Record what every micro-step receives (indices, pixels, which rows came with a cached target)."""
     seen, original = [], trainer._micro_step
