@@ -28,7 +28,8 @@ Layout, one folder per concern; imports run one way, from the bottom of this lis
 
 `models/` imports nothing else of ours; `evaluate/` and `hub/` import `models/` and the shared top-level modules
 (`data`, `teacher`, `seeding`, `file_checks`, `constants`, `arg_parsing`, `launch`, `synthetic*`), which import
-each other and `models/` (`data` takes its RGB conversion from the segmentation pipeline, so both decode alike). `tests/test_layout.py` checks these rules.
+each other and `models/` (`data` takes its RGB conversion from the segmentation pipeline, so both decode alike).
+`tests/test_layout.py` checks these rules.
 """
 
 from transformers import AutoBackbone, AutoConfig, AutoModel

@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .file_checks import file_sha256
 
 # Defined beside the segmentation pipeline (the file checkpoints carry), so a pipeline input and a command's
 # input become the same RGB image.
-from .models.pipeline_phreg_segmentation import to_rgb
+from .models.pipeline_phreg_segmentation import to_rgb, upright_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,7 @@ def open_image(value) -> Image.Image:
     """
     image = open_pil(value)
     image.load()  # decode now, so truncated files fail here
-    image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
+    return upright_rgb(image)
 
 
 def image_source_name(value) -> str:
@@ -392,7 +391,7 @@ class ImageTransform:
                 image.mode, (-(-width * self.resolution // short), -(-height * self.resolution // short))
             )
         image.load()  # decode now, so truncated files fail here
-        return to_rgb(ImageOps.exif_transpose(image)), full_size
+        return upright_rgb(image), full_size
 
     def crop(
         self,

@@ -45,14 +45,14 @@ def cpus_per_process() -> int:
     return max(cpus // local_processes, 1)
 
 
-def resolve_num_workers(requested: int | None, device_type: str = "cuda") -> int:
+def resolve_num_workers(requested: int | None, device_type: str) -> int:
     """`--dataloader_num_workers`, or when unset the CPUs per process minus one (for the training process itself),
     at most `MAX_DEFAULT_WORKERS`: 0 on a 1-CPU share, 15 on 16 CPUs per GPU.
 
     Training on the CPU (`device_type == "cpu"`) loads in the training process by default: there the model's own
     threads already use every core, and a worker only takes cores from it. Measured with
     `benchmarks/bench_trainer.py` (ViT-S shape, 224 px, warm teacher cache, 2 CPU cores): 3.7 images/s with one
-    worker against 4.9 with none, the student alone running at 4.6-4.9.
+    worker against 4.9 with none.
     """
     if requested is not None:
         return int(requested)

@@ -497,8 +497,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """`to_rgb` of the image turned upright by its EXIF orientation (as `datasets` and transformers' `load_image`
+    turn it): how every phreg command and the pipeline see an image."""
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
 def load_rgb_image(image) -> Image.Image:
-    """A pipeline input as an upright RGB PIL image, converted as every phreg command converts images (`to_rgb`).
+    """A pipeline input as an upright RGB PIL image, converted as every phreg command converts images (`upright_rgb`).
 
     A PIL image or a path is opened here: transformers' `load_image` converts with `Image.convert("RGB")`, which
     clips 16-bit grey (a depth map, a scan) to white instead of rescaling it. A URL or a base64 string is fetched
@@ -510,7 +516,7 @@ def load_rgb_image(image) -> Image.Image:
         image = Image.open(image)
     if not isinstance(image, Image.Image):
         return load_image(image)
-    return to_rgb(ImageOps.exif_transpose(image))
+    return upright_rgb(image)
 
 
 class PhregSegmentationPipeline(Pipeline):
@@ -602,4 +608,5 @@ __all__ = [
     "reference_rescale_size",
     "reference_resize",
     "to_rgb",
+    "upright_rgb",
 ]

@@ -20,12 +20,12 @@ from phreg_hf.distill.training_data import resolve_num_workers
 def test_default_workers_follow_the_cpus_per_process(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert resolve_num_workers(None) == 15  # 16 CPUs per process, one left to the training process
+    assert resolve_num_workers(None, "cuda") == 15  # 16 CPUs per process, one left to the training process
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert resolve_num_workers(None) == 16  # at most 16
+    assert resolve_num_workers(None, "cuda") == 16  # at most 16
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert resolve_num_workers(None) == 0  # one CPU: load in the training process
-    assert resolve_num_workers(0) == 0 and resolve_num_workers(3) == 3  # given: kept
+    assert resolve_num_workers(None, "cuda") == 0  # one CPU: load in the training process
+    assert resolve_num_workers(0, "cuda") == 0 and resolve_num_workers(3, "cuda") == 3  # given: kept
 
 
 def test_training_on_the_cpu_loads_in_the_training_process_unless_told(monkeypatch):
